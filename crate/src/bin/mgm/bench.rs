@@ -1,0 +1,177 @@
+//! `mgm bench`: speed tables with ratios against the first backend of each row group.
+//! - text: prefill and decode tokens/s of the tiny checkpoint and of a Gemma-2B-shaped model
+//!   with random weights;
+//! - image (`--mgm`): each stage of a full-size MGM-2B-shaped model with random weights
+//!   (preprocess, CLIP, ConvNeXt, mining + projector, prefill, decode) and peak RSS.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData};
+use mgm::config::{GemmaConfig, MgmConfig};
+use mgm::device::{self, now_ms, Backend};
+use mgm::error::Result;
+use mgm::generate::session::read_f32;
+use mgm::generate::{generate, GenerateOptions, Sampling};
+use mgm::model::{Gemma, Mgm};
+use mgm::weights::random::RandomWeights;
+use mgm::weights::{hf, Loader};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Backends to compare; the first is the baseline of each ratio.
+    #[arg(long, default_value = "cpu,wgpu", value_delimiter = ',')]
+    backend: Vec<String>,
+    /// The tiny checkpoint.
+    #[arg(long, default_value = "tests/fixtures/gemma_mqa")]
+    tiny: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    new_tokens: usize,
+    /// Layers of the Gemma-2B-shaped model (18 is the real depth; fewer is quicker).
+    #[arg(long, default_value_t = 18)]
+    layers: usize,
+    /// Only the tiny model.
+    #[arg(long)]
+    skip_full: bool,
+    /// Time each stage of a full-size MGM-2B-shaped model on one image instead.
+    #[arg(long)]
+    mgm: bool,
+    /// The image for --mgm.
+    #[arg(long, default_value = "tests/fixtures/images/landscape.png")]
+    image: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.mgm {
+        return run_mgm(&a);
+    }
+    let mut full = GemmaConfig::gemma_2b();
+    full.num_hidden_layers = a.layers;
+    let mut rows: Vec<(String, String, Vec<f64>)> = Vec::new();
+    let models: &[&str] = if a.skip_full { &["tiny"] } else { &["tiny", "gemma-2b"] };
+    for &model_name in models {
+        for b in &a.backend {
+            let (device, desc) = device::init(b.parse::<Backend>()?)?;
+            eprintln!("{model_name} on {desc} ...");
+            let t0 = now_ms();
+            let model = if model_name == "tiny" {
+                hf::load_dir(&a.tiny, &device, &mut |_| {})?.0.gemma
+            } else {
+                Gemma::load(&mut Loader { source: &mut RandomWeights::new(7), device: device.clone() }, &full)?
+            };
+            let load_s = (now_ms() - t0) / 1e3;
+            let (prefill, decode) = text_speed(&model, a.prompt_tokens, a.new_tokens)?;
+            rows.push((model_name.into(), desc, vec![load_s, prefill, decode]));
+        }
+    }
+    println!("\n{} prompt tokens, {} new tokens, f32 weights, greedy", a.prompt_tokens, a.new_tokens);
+    table(&["load s", "prefill tok/s", "decode tok/s"], &rows, &[false, true, true]);
+    Ok(())
+}
+
+/// Prefill and decode tokens/s; a warm-up pass compiles the kernels first.
+fn text_speed(model: &Gemma, prompt_tokens: usize, new_tokens: usize) -> Result<(f64, f64)> {
+    let vocab = model.config.vocab_size as u32;
+    let prompt: Vec<u32> = (0..prompt_tokens as u32).map(|i| 2 + (i * 7919) % (vocab - 2)).collect();
+    let opts = GenerateOptions { max_new_tokens: new_tokens, sampling: Sampling::default(), stop_ids: vec![], prompt_logits: false };
+    let mut speed = (0.0, 0.0);
+    for _ in 0..2 {
+        let t = pollster::block_on(generate(model, model.embed(&prompt), &opts, &mut |_| true))?.timings;
+        speed = (t.prefill_tok_s(), t.decode_tok_s());
+    }
+    Ok(speed)
+}
+
+fn run_mgm(a: &Args) -> Result<()> {
+    let config = MgmConfig::mgm_2b();
+    let v = config.vision.clone().expect("MGM-2B has a vision half");
+    let bytes = std::fs::read(&a.image).map_err(|e| mgm::MgmError::Input(format!("{}: {e}", a.image.display())))?;
+    let mut rows = Vec::new();
+    for b in &a.backend {
+        let (device, desc) = device::init(b.parse::<Backend>()?)?;
+        reset_peak_rss();
+        eprintln!("MGM-2B on {desc}: random weights ...");
+        let t0 = now_ms();
+        let model = Mgm::load(&mut Loader { source: &mut RandomWeights::new(7), device: device.clone() }, &config)?;
+        let load_s = (now_ms() - t0) / 1e3;
+        let vision = model.vision.as_ref().expect("vision");
+        let mut times = vec![load_s];
+        // Two passes: the first compiles kernels, the second is measured.
+        for pass in 0..2 {
+            let sync = |t: Tensor<2>| read_f32(t.slice([0..1, 0..1]));
+            let t = now_ms();
+            let pixels = mgm::preprocess::preprocess(&bytes, v.image_size_aux)?;
+            let preprocess_ms = now_ms() - t;
+            let size = v.image_size_aux;
+            let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
+            let t = now_ms();
+            let lr = burn::tensor::module::interpolate(hr.clone(), burn::tensor::ops::InterpolateOptions::new(burn::tensor::ops::InterpolateMode::Bilinear).with_align_corners(false).with_output_size([v.clip.image_size; 2]));
+            pollster::block_on(sync(vision.clip.forward(lr).squeeze_dim(0)))?;
+            let clip_ms = now_ms() - t;
+            let t = now_ms();
+            let stages = vision.convnext.stages(hr.clone());
+            let n = stages[3].shape().num_elements();
+            pollster::block_on(sync(stages[3].clone().reshape([n, 1])))?;
+            let convnext_ms = now_ms() - t;
+            // The whole encode minus the two towers is mining + projector.
+            let t = now_ms();
+            let f = vision.encode(hr, false, false);
+            pollster::block_on(sync(f.embeds.clone()))?;
+            let mining_ms = (now_ms() - t) - clip_ms - convnext_ms;
+            let prompt: Vec<u32> = (0..32).map(|i| 2 + i * 97).collect();
+            let embeds = Tensor::cat(vec![f.embeds, model.gemma.embed_tokens.lookup(&prompt)], 0).unsqueeze::<3>();
+            let opts = GenerateOptions { max_new_tokens: a.new_tokens, sampling: Sampling::default(), stop_ids: vec![], prompt_logits: false };
+            let g = pollster::block_on(generate(&model.gemma, embeds, &opts, &mut |_| true))?.timings;
+            if pass == 1 {
+                times.extend([preprocess_ms, clip_ms, convnext_ms, mining_ms, g.prefill_ms, g.prefill_tok_s(), g.decode_tok_s()]);
+            }
+        }
+        times.push(peak_rss_gib());
+        rows.push(("mgm-2b".to_string(), desc, times));
+    }
+    println!("\nMGM-2B shape, random f32 weights, one image, {} prompt tokens (576 image + 32 text), {} new tokens", 608, a.new_tokens);
+    table(
+        &["load s", "preprocess ms", "CLIP ms", "ConvNeXt ms", "mining+proj ms", "prefill ms", "prefill tok/s", "decode tok/s", "peak RSS GiB"],
+        &rows,
+        &[false, false, false, false, false, false, true, true, false],
+    );
+    Ok(())
+}
+
+/// Prints a markdown table; for the columns marked `ratio`, adds "x vs the first row" of the group.
+fn table(cols: &[&str], rows: &[(String, String, Vec<f64>)], ratio: &[bool]) {
+    let mut head = vec!["model".to_string(), "backend".into()];
+    for (c, r) in cols.iter().zip(ratio) {
+        head.push(c.to_string());
+        if *r {
+            head.push(format!("{c} vs base"));
+        }
+    }
+    println!("| {} |", head.join(" | "));
+    println!("|{}", "---|".repeat(head.len()));
+    let mut base: HashMap<&str, &Vec<f64>> = HashMap::new();
+    for (model, backend, vals) in rows {
+        let b = *base.entry(model.as_str()).or_insert(vals);
+        let mut cells = vec![model.clone(), backend.clone()];
+        for (i, v) in vals.iter().enumerate() {
+            cells.push(format!("{v:.2}"));
+            if ratio.get(i).copied().unwrap_or(false) {
+                cells.push(format!("{:.2}x", v / b[i]));
+            }
+        }
+        println!("| {} |", cells.join(" | "));
+    }
+}
+
+/// Linux: writing 5 to clear_refs resets VmHWM, so each backend's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_gib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
+    kib.map_or(f64::NAN, |k| k / (1024.0 * 1024.0))
+}

@@ -1,0 +1,77 @@
+//! Device choice and a clock: the only place that knows which platform it runs on.
+
+use std::str::FromStr;
+
+
+use crate::error::{MgmError, Result};
+
+/// Where the model runs. `Cpu` is Burn's pure-Rust flex backend (native only); `Wgpu` is
+/// WebGPU in browsers and Vulkan/Metal/DX12 natively, with WGSL kernels everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    Wgpu,
+}
+
+impl FromStr for Backend {
+    type Err = MgmError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Backend::Cpu),
+            "wgpu" => Ok(Backend::Wgpu),
+            other => Err(MgmError::Input(format!("unknown backend {other:?} (expected cpu or wgpu)"))),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    use burn::tensor::Device;
+
+    use super::Backend;
+    use crate::error::{MgmError, Result};
+
+    /// The wgpu runtime can be set up once per process; later calls share it.
+    static WGPU: OnceLock<std::result::Result<(Device, String), String>> = OnceLock::new();
+
+    /// The device and a one-line description of it (adapter name and API for wgpu).
+    pub fn init(backend: Backend) -> Result<(Device, String)> {
+        match backend {
+            Backend::Cpu => Ok((Device::flex(), "cpu (flex)".into())),
+            Backend::Wgpu => WGPU
+                .get_or_init(|| {
+                    let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| format!("{e:?}"))?;
+                    let info = setup.adapter.get_info();
+                    Ok((device, format!("wgpu ({}, {:?})", info.name, info.backend)))
+                })
+                .clone()
+                .map_err(|e| MgmError::Device(format!("no usable GPU adapter: {e}"))),
+        }
+    }
+
+    pub fn now_ms() -> f64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::{init, now_ms};
+
+/// The browser's WebGPU device. `init_async` is the only way there: a synchronous init panics.
+#[cfg(target_arch = "wasm32")]
+pub async fn webgpu() -> Result<burn::tensor::Device> {
+    burn::tensor::Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| MgmError::Device(format!("WebGPU is not available: {e:?}")))
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+

@@ -1,0 +1,9 @@
+//! Generation: prompt embeddings, sampling on host logits and the one async decode loop every
+//! target runs.
+
+pub mod prompt;
+pub mod sampling;
+pub mod session;
+
+pub use sampling::Sampling;
+pub use session::{generate, GenerateOptions, Generation, Timings};

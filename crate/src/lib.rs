@@ -1,0 +1,21 @@
+//! mgm: Mini-Gemini (MGM-2B) on Burn, one model code path for CPU, native wgpu and browser WebGPU.
+//!
+//! Data flow (the vision half lands with the MGM forward):
+//! prompt text -> `text::template` -> `text::tokenizer` -> `model::gemma` (embeddings scaled by
+//! sqrt(hidden), decoder layers, tied LM head) -> `generate::sampling` -> `text::stream` -> text.
+//!
+//! Rules: `model` imports only burn and `config`; `text` uses no burn; `weights` fills `model`,
+//! never the reverse; only `device` knows the platform.
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod generate;
+pub mod model;
+pub mod preprocess;
+pub mod rng;
+pub mod text;
+pub mod weights;
+
+pub use error::{MgmError, Result};

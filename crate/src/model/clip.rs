@@ -1,0 +1,97 @@
+//! CLIP ViT vision tower (the low-resolution branch, spec §1.2). MGM reads hidden_states[-2]:
+//! the output of the second-to-last layer, CLS dropped, no post-LayerNorm.
+
+use burn::tensor::activation::sigmoid;
+use burn::tensor::Tensor;
+
+use super::layers::{attend, Conv2d, LayerNorm, Linear};
+use crate::config::ClipConfig;
+use crate::error::Result;
+use crate::weights::Loader;
+
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    layer_norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+}
+
+impl EncoderLayer {
+    fn load(w: &mut Loader, p: &str, c: &ClipConfig) -> Result<Self> {
+        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
+        let lin = |w: &mut Loader, name: &str, a, b| Linear::load(w, &format!("{p}.{name}"), a, b, true);
+        Ok(EncoderLayer {
+            layer_norm1: LayerNorm::load(w, &format!("{p}.layer_norm1"), h, eps)?,
+            q_proj: lin(w, "self_attn.q_proj", h, h)?,
+            k_proj: lin(w, "self_attn.k_proj", h, h)?,
+            v_proj: lin(w, "self_attn.v_proj", h, h)?,
+            out_proj: lin(w, "self_attn.out_proj", h, h)?,
+            layer_norm2: LayerNorm::load(w, &format!("{p}.layer_norm2"), h, eps)?,
+            fc1: lin(w, "mlp.fc1", h, i)?,
+            fc2: lin(w, "mlp.fc2", i, h)?,
+            heads: c.num_attention_heads,
+        })
+    }
+
+    /// `[b, n, hidden]` -> same.
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, h] = x.dims();
+        let split = |t: Tensor<3>| t.reshape([b, n, self.heads, h / self.heads]).swap_dims(1, 2);
+        let y = self.layer_norm1.forward(x.clone());
+        let attn = attend(split(self.q_proj.forward(y.clone())), split(self.k_proj.forward(y.clone())), split(self.v_proj.forward(y)), None);
+        let x = x + self.out_proj.forward(attn.swap_dims(1, 2).reshape([b, n, h]));
+        let y = self.fc1.forward(self.layer_norm2.forward(x.clone()));
+        let y = y.clone() * sigmoid(y * 1.702); // quick_gelu
+        x + self.fc2.forward(y)
+    }
+}
+
+pub struct ClipVision {
+    patch_embedding: Conv2d,
+    class_embedding: Tensor<1>,
+    position_embedding: Tensor<2>,
+    pre_layrnorm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+}
+
+impl ClipVision {
+    /// `prefix` is the `vision_model` path, e.g. `model.vision_tower.vision_tower.vision_model`.
+    /// Only the layers MGM uses are loaded (23 of 24 for select_layer -2).
+    pub fn load(w: &mut Loader, prefix: &str, c: &ClipConfig, select_layer: i64) -> Result<Self> {
+        let (h, p) = (c.hidden_size, c.patch_size);
+        let positions = c.num_patches() + 1;
+        let used = c.layers_used(select_layer)?;
+        let mut layers = Vec::with_capacity(used);
+        for j in 0..used {
+            layers.push(EncoderLayer::load(w, &format!("{prefix}.encoder.layers.{j}"), c)?);
+        }
+        Ok(ClipVision {
+            patch_embedding: Conv2d::load(w, &format!("{prefix}.embeddings.patch_embedding"), 3, h, p, p, 0, 1, false)?,
+            class_embedding: w.get(&format!("{prefix}.embeddings.class_embedding"), [h])?,
+            position_embedding: w.get(&format!("{prefix}.embeddings.position_embedding.weight"), [positions, h])?,
+            // (sic) the checkpoint's spelling
+            pre_layrnorm: LayerNorm::load(w, &format!("{prefix}.pre_layrnorm"), h, c.layer_norm_eps)?,
+            layers,
+        })
+    }
+
+    /// Pixels `[b, 3, s, s]` -> patch features `[b, (s/p)^2, hidden]`, row-major over the grid.
+    pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let b = pixels.dims()[0];
+        let patches = self.patch_embedding.forward(pixels); // [b, h, g, g]
+        let [_, h, g, _] = patches.dims();
+        let patches = patches.reshape([b, h, g * g]).swap_dims(1, 2);
+        let cls = self.class_embedding.clone().reshape([1, 1, h]).expand([b, 1, h]);
+        let x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.clone().unsqueeze::<3>();
+        let mut x = self.pre_layrnorm.forward(x);
+        for layer in &self.layers {
+            x = layer.forward(x);
+        }
+        x.slice_dim(1, 1..g * g + 1)
+    }
+}

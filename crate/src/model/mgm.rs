@@ -1,0 +1,107 @@
+//! MGM: the two vision towers, patch info mining and the projector in front of Gemma (spec §2).
+
+use burn::tensor::activation::gelu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::Tensor;
+
+use super::clip::ClipVision;
+use super::convnext::{hr_rows, ConvNext};
+use super::gemma::Gemma;
+use super::layers::{Linear, BLOCK_BYTES};
+use super::mining::{windows, PatchMining};
+use crate::config::{MgmConfig, VisionConfig};
+use crate::error::Result;
+use crate::weights::Loader;
+
+pub struct Vision {
+    pub config: VisionConfig,
+    pub clip: ClipVision,
+    pub convnext: ConvNext,
+    pub mining: PatchMining,
+    /// `mlp2x_gelu`: Linear(C_v -> D), exact GELU, Linear(D -> D).
+    pub mm_projector: (Linear, Linear),
+}
+
+/// What one image becomes on its way into Gemma.
+pub struct ImageFeatures {
+    /// CLIP tokens X_L, `[N, C_v]`.
+    pub clip: Tensor<2>,
+    /// The HR map X_H `[C_a, H, W]`, only when asked for (it is large).
+    pub aux: Option<Tensor<3>>,
+    /// Mining attention over each token's window, `[N, S*S]`.
+    pub attention: Tensor<2>,
+    /// Projected tokens for Gemma, `[N, hidden]` (unscaled; Gemma scales them).
+    pub embeds: Tensor<2>,
+}
+
+impl Vision {
+    pub fn load(w: &mut Loader, v: &VisionConfig, hidden: usize) -> Result<Self> {
+        let c_v = v.mm_hidden_size;
+        Ok(Vision {
+            clip: ClipVision::load(w, "model.vision_tower.vision_tower.vision_model", &v.clip, v.select_layer)?,
+            convnext: ConvNext::load(w, "model.vision_tower_aux", &v.convnext)?,
+            mining: PatchMining::load(w, c_v, v.mm_hidden_size_aux)?,
+            mm_projector: (
+                Linear::load(w, "model.mm_projector.0", c_v, hidden, true)?,
+                Linear::load(w, "model.mm_projector.2", hidden, hidden, true)?,
+            ),
+            config: v.clone(),
+        })
+    }
+
+    /// One preprocessed image `[1, 3, s_aux, s_aux]` (normalised) through both towers, mining and
+    /// the projector. `direct` uses the reference form of mining; `keep_aux` returns X_H too.
+    pub fn encode(&self, hr: Tensor<4>, direct: bool, keep_aux: bool) -> ImageFeatures {
+        let c = &self.config.clip;
+        // The LR input is the normalised HR tensor resized bilinearly (no antialias), not a
+        // fresh 336 px preprocess: that is how MGM was trained (spec §3 step 4).
+        let lr_opts = InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([c.image_size, c.image_size]);
+        let clip = self.clip.forward(interpolate(hr.clone(), lr_opts)).squeeze_dim::<2>(0); // [N, C_v]
+        let stages = self.convnext.stages(hr);
+        let [_, c_a, h, w] = [1, self.config.mm_hidden_size_aux, stages[0].dims()[2], stages[0].dims()[3]];
+        let (grid, window) = (c.grid(), h / c.grid());
+        // Mine a band of window rows at a time so no tensor outgrows a WebGPU binding.
+        let band = (BLOCK_BYTES / (window * w * c_a * 4)).clamp(1, grid);
+        let (mut tokens, mut attention, mut aux) = (Vec::new(), Vec::new(), Vec::new());
+        for r0 in (0..grid).step_by(band) {
+            let r1 = (r0 + band).min(grid);
+            let x_h = hr_rows(&stages, r0 * window..r1 * window);
+            if keep_aux {
+                aux.push(x_h.clone());
+            }
+            let lr_band = clip.clone().slice_dim(0, r0 * grid..r1 * grid);
+            let win = windows(x_h, window);
+            let mined = if direct { self.mining.forward_direct(lr_band, win) } else { self.mining.forward(lr_band, win) };
+            tokens.push(mined.tokens);
+            attention.push(mined.attention);
+        }
+        let (p0, p2) = &self.mm_projector;
+        let embeds = p2.forward(gelu(p0.forward(Tensor::cat(tokens, 0))));
+        ImageFeatures {
+            clip,
+            aux: keep_aux.then(|| Tensor::cat(aux, 2).squeeze_dim::<3>(0)),
+            attention: Tensor::cat(attention, 0),
+            embeds,
+        }
+    }
+}
+
+pub struct Mgm {
+    pub config: MgmConfig,
+    pub gemma: Gemma,
+    pub vision: Option<Vision>,
+}
+
+impl Mgm {
+    pub fn load(w: &mut Loader, config: &MgmConfig) -> Result<Self> {
+        let gemma = Gemma::load(w, &config.gemma)?;
+        let vision = match &config.vision {
+            Some(v) => Some(Vision::load(w, v, config.gemma.hidden_size)?),
+            None => None,
+        };
+        Ok(Mgm { config: config.clone(), gemma, vision })
+    }
+}

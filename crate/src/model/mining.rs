@@ -1,0 +1,99 @@
+//! Patch info mining (spec §2): each low-resolution CLIP token attends to the S x S pixels of its
+//! own window of the high-resolution map; the result is added to the raw CLIP token.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::Tensor;
+
+use super::layers::{LayerNorm, Linear};
+use crate::error::Result;
+use crate::weights::Loader;
+
+const EPS: f64 = 1e-5; // PyTorch's LayerNorm default, used by the vlm_uni projectors
+
+/// LayerNorm then Linear, as `vlm_uni_*_projector.{0,1}`.
+struct Projector {
+    norm: LayerNorm,
+    linear: Linear,
+}
+
+impl Projector {
+    fn load(w: &mut Loader, prefix: &str, d_in: usize, d_out: usize) -> Result<Self> {
+        Ok(Projector {
+            norm: LayerNorm::load(w, &format!("{prefix}.0"), d_in, EPS)?,
+            linear: Linear::load(w, &format!("{prefix}.1"), d_in, d_out, true)?,
+        })
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.linear.forward(self.norm.forward(x))
+    }
+}
+
+pub struct PatchMining {
+    query: Projector,
+    key: Projector,
+    value: Projector,
+}
+
+/// The mined tokens and where each one looked.
+pub struct Mined {
+    /// T = X_L + R, `[n, C_v]`.
+    pub tokens: Tensor<2>,
+    /// Softmax weights over each token's window, `[n, S*S]` (row-major inside the window).
+    pub attention: Tensor<2>,
+}
+
+impl PatchMining {
+    /// `c_v`: CLIP width (queries and output); `c_a`: channels of the HR map.
+    pub fn load(w: &mut Loader, c_v: usize, c_a: usize) -> Result<Self> {
+        Ok(PatchMining {
+            query: Projector::load(w, "model.vlm_uni_query_projector", c_v, c_v)?,
+            key: Projector::load(w, "model.vlm_uni_aux_projector", c_a, c_v)?,
+            value: Projector::load(w, "model.vlm_uni_val_projector", c_a, c_v)?,
+        })
+    }
+
+    /// Fast form (spec §2.2), exact up to rounding: the key and value projections are folded
+    /// into the query side, so nothing is projected per HR pixel. With n_i the LayerNorm-
+    /// normalised pixels: logits_i = ((W_kᵀ q) ⊙ γ_k) · n_i / sqrt(C_v) (the β_k and b_k terms
+    /// are equal for every i and cancel in the softmax), and R = W_v(γ_v ⊙ Σ p_i n_i + β_v) + b_v.
+    ///
+    /// `lr`: CLIP tokens `[n, C_v]`; `windows`: each token's HR pixels `[n, S*S, C_a]`.
+    pub fn forward(&self, lr: Tensor<2>, windows: Tensor<3>) -> Mined {
+        let [n, m, c_a] = windows.dims();
+        let c_v = lr.dims()[1];
+        let ones = Tensor::<1>::ones([c_a], &windows.device());
+        let normed = burn::tensor::module::layer_norm(windows, ones, None, EPS); // [n, m, c_a]
+        let q = self.query.forward(lr.clone());
+        let u = q.matmul(self.key.linear.weight.clone()) * self.key.norm.weight.clone().unsqueeze::<2>(); // [n, c_a]
+        let logits = normed.clone().matmul(u.unsqueeze_dim::<3>(2)).reshape([n, 1, m]) / (c_v as f64).sqrt();
+        let p = softmax(logits, 2);
+        let mean = p.clone().matmul(normed).reshape([n, c_a]);
+        let v = &self.value;
+        let r = v.linear.forward(mean * v.norm.weight.clone().unsqueeze::<2>() + v.norm.bias.clone().unsqueeze::<2>());
+        Mined { tokens: lr + r, attention: p.reshape([n, m]) }
+    }
+
+    /// The direct form, as MGM's `unified_resampler` computes it: project every HR pixel to keys
+    /// and values. Kept as the reference the fast form is tested against.
+    pub fn forward_direct(&self, lr: Tensor<2>, windows: Tensor<3>) -> Mined {
+        let [n, m, _] = windows.dims();
+        let c_v = lr.dims()[1];
+        let q = self.query.forward(lr.clone()).unsqueeze_dim::<3>(1); // [n, 1, c_v]
+        let k = self.key.forward(windows.clone()); // [n, m, c_v]
+        let v = self.value.forward(windows);
+        let p = softmax(q.matmul(k.swap_dims(1, 2)) / (c_v as f64).sqrt(), 2); // [n, 1, m]
+        let r = p.clone().matmul(v).reshape([n, c_v]);
+        Mined { tokens: lr + r, attention: p.reshape([n, m]) }
+    }
+}
+
+/// Cuts HR rows into windows: `[1, C_a, rows, grid*S]` -> `[(rows/S)*grid, S*S, C_a]`, token order
+/// n = row*grid + col, pixel order m = dy*S + dx (spec §2.1 step 6).
+pub fn windows(hr: Tensor<4>, window: usize) -> Tensor<3> {
+    let [_, c, h, w] = hr.dims();
+    let (rows, cols) = (h / window, w / window);
+    hr.reshape([c, rows, window, cols, window])
+        .permute([1, 3, 2, 4, 0])
+        .reshape([rows * cols, window * window, c])
+}

@@ -1,0 +1,158 @@
+//! Image bytes -> the normalised HR tensor MGM feeds both towers (spec §3): decode to RGB the way
+//! PIL's `convert('RGB')` does, pad to a square with the mean colour, resize with PIL's
+//! antialiased bicubic (bit-exact: a ±1 error on a few pixels already moves features), rescale
+//! and normalise with the OpenAI CLIP mean and std.
+
+use image::DynamicImage;
+
+use crate::bail;
+use crate::error::{MgmError, Result};
+
+pub const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+/// floor(255 * MEAN), MGM's `expand2square` background.
+pub const PAD: [u8; 3] = [122, 116, 104];
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rgb {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// Decodes JPEG, PNG, WebP, GIF (first frame) or BMP bytes to RGB as PIL's `convert('RGB')`:
+/// alpha is dropped (never blended), 16-bit grey is clipped to 255, 16-bit colour keeps the
+/// high byte.
+pub fn decode(bytes: &[u8]) -> Result<Rgb> {
+    let format = image::guess_format(bytes)
+        .map_err(|_| MgmError::Input("not an image: the bytes are not JPEG, PNG, WebP, GIF or BMP".into()))?;
+    let img = image::load_from_memory_with_format(bytes, format)
+        .map_err(|e| MgmError::Input(format!("cannot decode the {format:?} image: {e}")))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let data: Vec<u8> = match img {
+        DynamicImage::ImageLuma8(i) => i.into_raw().into_iter().flat_map(|v| [v; 3]).collect(),
+        DynamicImage::ImageLumaA8(i) => i.into_raw().chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
+        DynamicImage::ImageRgb8(i) => i.into_raw(),
+        DynamicImage::ImageRgba8(i) => i.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        // PIL opens 16-bit grey as I;16 and clips it; grey+alpha and colour keep the high byte.
+        DynamicImage::ImageLuma16(i) => i.into_raw().into_iter().flat_map(|v| [v.min(255) as u8; 3]).collect(),
+        DynamicImage::ImageLumaA16(i) => i.into_raw().chunks_exact(2).flat_map(|p| [(p[0] >> 8) as u8; 3]).collect(),
+        DynamicImage::ImageRgb16(i) => i.into_raw().into_iter().map(|v| (v >> 8) as u8).collect(),
+        DynamicImage::ImageRgba16(i) => i.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]].map(|v| (v >> 8) as u8)).collect(),
+        other => other.to_rgb8().into_raw(),
+    };
+    if width == 0 || height == 0 {
+        bail!(Input, "the image is empty (0 pixels)");
+    }
+    Ok(Rgb { width, height, data })
+}
+
+/// Centres the image on a square of side max(w, h) filled with [`PAD`] (MGM's `expand2square`).
+pub fn pad_square(img: &Rgb) -> Rgb {
+    let side = img.width.max(img.height);
+    if img.width == img.height {
+        return img.clone();
+    }
+    let (x0, y0) = ((side - img.width) / 2, (side - img.height) / 2);
+    let mut data: Vec<u8> = PAD.iter().copied().cycle().take(side * side * 3).collect();
+    for y in 0..img.height {
+        let dst = ((y0 + y) * side + x0) * 3;
+        data[dst..dst + img.width * 3].copy_from_slice(&img.data[y * img.width * 3..(y + 1) * img.width * 3]);
+    }
+    Rgb { width: side, height: side, data }
+}
+
+/// PIL's bicubic kernel (a = -0.5), evaluated in the same order as Pillow so rounding agrees.
+fn bicubic(x: f64) -> f64 {
+    let t = x.abs();
+    if t < 1.0 {
+        ((1.5 * t - 2.5) * t) * t + 1.0
+    } else if t < 2.0 {
+        (((t - 5.0) * t + 8.0) * t - 4.0) * -0.5
+    } else {
+        0.0
+    }
+}
+
+const PRECISION_BITS: u32 = 22;
+
+/// For each output index: the first input tap and the fixed-point weights (Pillow's
+/// `precompute_coeffs` + `normalize_coeffs_8bpc`). The filter widens by the scale when
+/// shrinking, which is the antialiasing.
+fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = in_size as f32 as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    (0..out_size)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let mut w: Vec<f64> = (xmin..xmax).map(|x| bicubic(((x as f64 - center) + 0.5) / filterscale)).collect();
+            let total: f64 = w.iter().sum();
+            if total != 0.0 {
+                w.iter_mut().for_each(|v| *v /= total);
+            }
+            let one = (1u32 << PRECISION_BITS) as f64;
+            let k = w.iter().map(|&v| if v < 0.0 { (v * one - 0.5) as i32 } else { (v * one + 0.5) as i32 }).collect();
+            (xmin, k)
+        })
+        .collect()
+}
+
+/// One 8-bit pass along x (`horizontal`) or y, with Pillow's rounding and clipping.
+fn pass(src: &Rgb, out_len: usize, horizontal: bool) -> Rgb {
+    let (in_len, other) = if horizontal { (src.width, src.height) } else { (src.height, src.width) };
+    let coeffs = coefficients(in_len, out_len);
+    let (width, height) = if horizontal { (out_len, other) } else { (other, out_len) };
+    let mut data = vec![0u8; width * height * 3];
+    for o in 0..other {
+        for (i, (first, k)) in coeffs.iter().enumerate() {
+            for c in 0..3 {
+                let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+                for (j, w) in k.iter().enumerate() {
+                    let (x, y) = if horizontal { (first + j, o) } else { (o, first + j) };
+                    acc += src.data[(y * src.width + x) * 3 + c] as i32 * w;
+                }
+                let (x, y) = if horizontal { (i, o) } else { (o, i) };
+                data[(y * width + x) * 3 + c] = (acc >> PRECISION_BITS).clamp(0, 255) as u8;
+            }
+        }
+    }
+    Rgb { width, height, data }
+}
+
+/// PIL's `Image.resize((w, h), BICUBIC)` on RGB, bit-exact (Pillow 13: the vertical pass goes
+/// first only when the height shrinks by more than twice what the width does).
+pub fn resize_bicubic(img: &Rgb, width: usize, height: usize) -> Rgb {
+    let (need_h, need_v) = (width != img.width, height != img.height);
+    let vertical_first = height < img.height && (img.height - height) as i64 > 2 * (img.width as i64 - width as i64);
+    match (need_h, need_v) {
+        (false, false) => img.clone(),
+        (true, false) => pass(img, width, true),
+        (false, true) => pass(img, height, false),
+        (true, true) if vertical_first => pass(&pass(img, height, false), width, true),
+        (true, true) => pass(&pass(img, width, true), height, false),
+    }
+}
+
+/// `[3, h, w]` planar f32: x * (1/255) in f64 then f32 (transformers' `rescale`), then
+/// (x - mean) / std in f32 (its `normalize`).
+pub fn normalize(img: &Rgb) -> Vec<f32> {
+    let plane = img.width * img.height;
+    let mut out = vec![0f32; 3 * plane];
+    for (p, px) in img.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            let x = (px[c] as f64 * (1.0 / 255.0)) as f32;
+            out[c * plane + p] = (x - MEAN[c]) / STD[c];
+        }
+    }
+    out
+}
+
+/// Image bytes -> normalised `[3, size, size]` pixels for the HR tower (`image_size_aux`).
+pub fn preprocess(bytes: &[u8], size: usize) -> Result<Vec<f32>> {
+    let square = pad_square(&decode(bytes)?);
+    Ok(normalize(&resize_bicubic(&square, size, size)))
+}

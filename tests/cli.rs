@@ -1,0 +1,151 @@
+//! The `mgm generate` contract: JSON shape, greedy ids equal to transformers', --dump, and
+//! one-line errors with a non-zero exit (never a panic) for bad input.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{assert_close, fixture, Reference};
+use serde_json::Value;
+
+fn mgm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mgm")).args(args).output().unwrap()
+}
+
+fn json_ids(v: &Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+fn meta(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("meta.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn generate_json_gives_the_reference_greedy_ids() {
+    let backends = std::env::var("MGM_TEST_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
+    for backend in backends.split(',') {
+        for name in ["gemma_mqa", "gemma_gqa"] {
+            for template in ["gemma", "none"] {
+                let want = &meta(name)["cli"][template];
+                let dir = fixture(name);
+                let out = mgm(&[
+                    "generate", "--model", dir.to_str().unwrap(), "--prompt", want["prompt"].as_str().unwrap(),
+                    "--max-new-tokens", "16", "--template", template, "--json", "--backend", backend,
+                ]);
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(json_ids(&got["prompt_ids"]), json_ids(&want["prompt_ids"]), "{backend} {name} {template}");
+                assert_eq!(json_ids(&got["generated_ids"]), json_ids(&want["generated_ids"]), "{backend} {name} {template}");
+                assert_eq!(got["text"], want["text"]);
+                assert!(got["timings"]["decode_tokens_per_s"].as_f64().is_some());
+            }
+        }
+    }
+}
+
+#[test]
+fn dump_writes_the_prompt_logits() {
+    let dir = std::env::temp_dir().join(format!("mgm-dump-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("logits.safetensors");
+    let out = mgm(&[
+        "generate", "--model", fixture("gemma_mqa").to_str().unwrap(), "--prompt", "Describe a cat in one sentence.",
+        "--max-new-tokens", "1", "--json", "--dump", file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = got["prompt_ids"].as_array().unwrap().len();
+    let bytes = std::fs::read(&file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let logits = st.tensor("logits").unwrap();
+    assert_eq!(logits.shape(), &[n, 1000]);
+    let got_logits: Vec<f32> = logits.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_close("dumped prompt logits", &got_logits, &Reference::open("gemma_mqa").f32("cli_gemma_prompt_logits"), 1e-4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let mqa = fixture("gemma_mqa");
+    let mqa = mqa.to_str().unwrap();
+    assert_one_line_error(&mgm(&["generate", "--model", "/nonexistent/dir", "--prompt", "hi"]), "not found");
+    assert_one_line_error(&mgm(&["generate", "--model", mqa, "--prompt", ""]), "prompt is empty");
+    let long = "word ".repeat(400);
+    assert_one_line_error(&mgm(&["generate", "--model", mqa, "--prompt", &long]), "takes at most 128");
+    assert_one_line_error(&mgm(&["generate", "--model", mqa, "--prompt", "hi", "--top-p", "0"]), "top-p");
+
+    // A checkpoint whose config does not match its tensors, and one with a tensor missing.
+    let tmp = std::env::temp_dir().join(format!("mgm-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(fixture("gemma_mqa").join(f), tmp.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(fixture("gemma_mqa").join("config.json")).unwrap();
+    std::fs::write(tmp.join("config.json"), config.replace("\"intermediate_size\": 128", "\"intermediate_size\": 256")).unwrap();
+    assert_one_line_error(&mgm(&["generate", "--model", tmp.to_str().unwrap(), "--prompt", "hi"]), "gate_proj.weight has shape");
+    std::fs::write(tmp.join("config.json"), config.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3")).unwrap();
+    assert_one_line_error(&mgm(&["generate", "--model", tmp.to_str().unwrap(), "--prompt", "hi"]), "model.layers.2.input_layernorm.weight is missing");
+    std::fs::write(tmp.join("config.json"), "{ not json").unwrap();
+    assert_one_line_error(&mgm(&["generate", "--model", tmp.to_str().unwrap(), "--prompt", "hi"]), "config.json");
+    // A truncated weights file.
+    std::fs::write(tmp.join("config.json"), &config).unwrap();
+    let bytes = std::fs::read(tmp.join("model.safetensors")).unwrap();
+    std::fs::write(tmp.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(&mgm(&["generate", "--model", tmp.to_str().unwrap(), "--prompt", "hi"]), "truncated");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn generate_with_an_image_gives_the_reference_ids_and_dumps_the_image_path() {
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(fixture("mgm_tiny/meta.json")).unwrap()).unwrap();
+    let dir = std::env::temp_dir().join(format!("mgm-dump-img-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dump.safetensors");
+    for (case, extra) in [("one_image", vec![]), ("two_images", vec![]), ("gen", vec!["--gen"])] {
+        let want = &meta["cases"][case];
+        let mut args = vec!["generate", "--model", fixture("mgm_tiny").to_str().unwrap().to_string().leak(), "--prompt", "Describe the image.", "--max-new-tokens", "16", "--json"];
+        let images: Vec<String> = want["images"].as_array().unwrap().iter().map(|n| fixture("images").join(n.as_str().unwrap()).to_str().unwrap().to_string()).collect();
+        for img in &images {
+            args.extend(["--image", img.as_str()]);
+        }
+        args.extend(extra);
+        if case == "one_image" {
+            args.extend(["--dump", file.to_str().unwrap()]);
+        }
+        let out = mgm(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got["prompt_ids"], want["prompt_ids"], "{case}");
+        assert_eq!(got["generated_ids"], want["generated_ids"], "{case}");
+        assert_eq!(got["text"], want["text"], "{case}");
+    }
+    let r = Reference::open("mgm_tiny");
+    let bytes = std::fs::read(&file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |k: &str| -> Vec<f32> { st.tensor(k).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect() };
+    assert_eq!(st.tensor("clip_features").unwrap().shape(), &[1, 16, 64]);
+    assert_eq!(st.tensor("aux_features").unwrap().shape(), &[1, 120, 32, 32]);
+    assert_eq!(st.tensor("image_embeds").unwrap().shape(), &[1, 16, 64]);
+    assert_close("dump clip_features", &f32s("clip_features"), &r.f32("image0.clip_features"), 1e-4);
+    assert_close("dump aux_features", &f32s("aux_features"), &r.f32("image0.aux_features"), 1e-4);
+    assert_close("dump image_embeds", &f32s("image_embeds"), &r.f32("image0.image_embeds"), 1e-4);
+    assert_close("dump logits", &f32s("logits"), &r.f32("one_image.logits"), 1e-4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_image_is_a_one_line_error() {
+    let mgm_dir = fixture("mgm_tiny");
+    let cfg = fixture("mgm_tiny/config.json");
+    assert_one_line_error(&mgm(&["generate", "--model", mgm_dir.to_str().unwrap(), "--prompt", "hi", "--image", cfg.to_str().unwrap()]), "image 1: not an image");
+    assert_one_line_error(&mgm(&["generate", "--model", mgm_dir.to_str().unwrap(), "--prompt", "hi", "--image", "/nonexistent.png"]), "/nonexistent.png");
+}

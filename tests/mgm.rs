@@ -1,0 +1,112 @@
+//! The vision half and the full MGM forward against the fixture generator's references: CLIP
+//! (transformers 4.38), ConvNeXt stages (timm), the HR map, mining (a transcription of MGM's
+//! unified_resampler), projected embeddings, end-to-end logits and greedy ids; every backend.
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::{assert_close, devices, fixture, read, Reference};
+use mgm::generate::prompt::Prompt;
+use mgm::generate::{generate, GenerateOptions, Sampling};
+use mgm::model::gemma::Logits;
+use mgm::model::mining::windows;
+use mgm::text::template::{image_prompt, Template};
+use mgm::weights::hf::load_dir;
+use serde_json::Value;
+
+const TOL: f32 = 1e-4;
+
+fn meta() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("mgm_tiny/meta.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+}
+
+#[test]
+fn vision_path_matches_the_reference_stage_by_stage() {
+    for (dev, device) in devices() {
+        let (model, _) = load_dir(&fixture("mgm_tiny"), &device, &mut |_| {}).unwrap();
+        let vision = model.vision.as_ref().unwrap();
+        let r = Reference::open("mgm_tiny");
+        for i in 0..2 {
+            let key = |k: &str| format!("image{i}.{k}");
+            let hr = Tensor::<1>::from_data(TensorData::new(r.f32(&key("pixels")), [3 * 128 * 128]), &device).reshape([1, 3, 128, 128]);
+            for (s, stage) in vision.convnext.stages(hr.clone()).into_iter().enumerate() {
+                assert_close(&format!("{dev} image{i} convnext stage {s}"), &read(stage), &r.f32(&key(&format!("stage{s}"))), TOL);
+            }
+            let f = vision.encode(hr.clone(), false, true);
+            assert_close(&format!("{dev} image{i} clip"), &read(f.clip.clone()), &r.f32(&key("clip_features")), TOL);
+            assert_close(&format!("{dev} image{i} HR map"), &read(f.aux.clone().unwrap()), &r.f32(&key("aux_features")), TOL);
+            assert_close(&format!("{dev} image{i} mining attention"), &read(f.attention.clone()), &r.f32(&key("mining_attention")), TOL);
+            assert_close(&format!("{dev} image{i} image embeds"), &read(f.embeds.clone()), &r.f32(&key("image_embeds")), TOL);
+
+            // The fast mining form equals the direct one (spec §2.2).
+            let direct = vision.encode(hr, true, false);
+            assert_close(&format!("{dev} image{i} fast vs direct mining"), &read(f.embeds), &read(direct.embeds), 1e-5);
+            assert_close(&format!("{dev} image{i} fast vs direct attention"), &read(f.attention), &read(direct.attention), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn windows_follow_mgms_token_and_pixel_order() {
+    // X_H[c, y, x] = 1000 y + x on a 4x4 map with 2x2 windows: token n = 2r + c owns rows 2r..2r+1
+    // and columns 2c..2c+1, pixel m = 2 dy + dx (spec §2.1 step 6).
+    let (_, device) = devices().remove(0);
+    let v: Vec<f32> = (0..16).map(|i| (1000 * (i / 4) + i % 4) as f32).collect();
+    let hr = Tensor::<1>::from_data(TensorData::new(v, [16]), &device).reshape([1, 1, 4, 4]);
+    let got = read(windows(hr, 2));
+    assert_eq!(got, vec![0., 1., 1000., 1001., 2., 3., 1002., 1003., 2000., 2001., 3000., 3001., 2002., 2003., 3002., 3003.]);
+}
+
+#[test]
+fn end_to_end_logits_and_greedy_ids_match() {
+    let meta = meta();
+    for (dev, device) in devices() {
+        let (model, tok) = load_dir(&fixture("mgm_tiny"), &device, &mut |_| {}).unwrap();
+        for (case, want) in meta["cases"].as_object().unwrap() {
+            let images: Vec<Vec<u8>> = want["images"].as_array().unwrap().iter()
+                .map(|n| std::fs::read(fixture("images").join(n.as_str().unwrap())).unwrap()).collect();
+            let gen_prompt = want["gen"].as_bool().unwrap();
+            let prompt = Prompt::single_turn(&model, &tok, Template::Gemma, want["prompt"].as_str().unwrap(), &images, gen_prompt, false).unwrap();
+            assert_eq!(prompt.ids(), ids(&want["prompt_ids"]), "{dev} {case} prompt ids");
+            let embeds = prompt.embed(&model).unwrap();
+            if case == "one_image" {
+                let mut cache = model.gemma.new_cache(embeds.dims()[1]);
+                let logits = model.gemma.forward(embeds.clone(), &mut cache, Logits::All);
+                assert_close(&format!("{dev} one_image logits"), &read(logits), &Reference::open("mgm_tiny").f32("one_image.logits"), TOL);
+            }
+            let opts = GenerateOptions { max_new_tokens: 16, sampling: Sampling::default(), stop_ids: tok.stop_ids(), prompt_logits: false };
+            let out = pollster::block_on(generate(&model.gemma, embeds, &opts, &mut |_| true)).unwrap();
+            let got: Vec<i64> = out.ids.iter().map(|&i| i as i64).collect();
+            assert_eq!(got, ids(&want["generated_ids"]), "{dev} {case} greedy ids");
+        }
+    }
+}
+
+#[test]
+fn image_prompt_is_extracted_like_mgms_cli() {
+    for case in meta()["image_prompt_cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(image_prompt(text).as_deref(), case["image_prompt"].as_str(), "{text:?}");
+    }
+}
+
+#[test]
+fn prompts_that_do_not_fit_are_errors() {
+    let (_, device) = devices().remove(0);
+    let (model, tok) = load_dir(&fixture("mgm_tiny"), &device, &mut |_| {}).unwrap();
+    let img = std::fs::read(fixture("images/portrait.png")).unwrap();
+    // 16 image tokens + text over tokenizer_model_max_length (200): an error, never a silent cut.
+    let long = "word ".repeat(300);
+    let prompt = Prompt::single_turn(&model, &tok, Template::Gemma, &long, &[img.clone()], false, false).unwrap();
+    let err = prompt.embed(&model).unwrap_err();
+    assert!(err.message().contains("at most 200"), "{err}");
+    let err = Prompt::single_turn(&model, &tok, Template::Gemma, "hi", &[b"not an image".to_vec()], false, false).err().unwrap();
+    assert!(err.message().starts_with("image 1: not an image"), "{err}");
+    let (gemma_only, tok) = load_dir(&fixture("gemma_mqa"), &device, &mut |_| {}).unwrap();
+    let err = Prompt::single_turn(&gemma_only, &tok, Template::Gemma, "hi", &[img], false, false).err().unwrap();
+    assert!(err.message().contains("no vision tower"), "{err}");
+}

@@ -1,0 +1,98 @@
+//! Preprocessing against PIL (decode, pad, antialiased bicubic resize: pixels identical) and
+//! transformers' CLIPImageProcessor 4.38 (normalised tensors), on committed images of odd sizes
+//! and modes. Fixtures from tests/fixtures/generate.py.
+
+mod common;
+
+use common::fixture;
+use mgm::preprocess::{decode, normalize, pad_square, preprocess, resize_bicubic, Rgb};
+use safetensors::SafeTensors;
+
+const IMAGES: [&str; 12] = [
+    "alpha.png", "anim.gif", "grey.png", "grey16.png", "landscape.png", "lossless.webp", "one_pixel.png",
+    "palette.png", "photo.jpg", "portrait.png", "square.bmp", "big.png",
+];
+
+struct Ref(Vec<u8>);
+
+impl Ref {
+    fn open() -> Self {
+        Ref(std::fs::read(fixture("images/reference.safetensors")).unwrap())
+    }
+    fn rgb(&self, key: &str) -> Option<Rgb> {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        let t = st.tensor(key).ok()?;
+        Some(Rgb { width: t.shape()[1], height: t.shape()[0], data: t.data().to_vec() })
+    }
+    fn f32(&self, key: &str) -> Vec<f32> {
+        let st = SafeTensors::deserialize(&self.0).unwrap();
+        st.tensor(key).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+}
+
+fn bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixture("images").join(name)).unwrap()
+}
+
+/// Largest per-channel difference and the share of values that differ.
+fn diff(a: &Rgb, b: &Rgb) -> (u8, f64) {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let n = a.data.iter().zip(&b.data).filter(|(x, y)| x != y).count();
+    let max = a.data.iter().zip(&b.data).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+    (max, n as f64 / a.data.len() as f64)
+}
+
+#[test]
+fn decoding_matches_pil_convert_rgb() {
+    let r = Ref::open();
+    for name in IMAGES.iter().filter(|n| **n != "big.png") {
+        let got = decode(&bytes(name)).unwrap();
+        let want = r.rgb(&format!("{name}.rgb")).unwrap();
+        let (max, share) = diff(&got, &want);
+        println!("{name}: decode max |diff| {max}, {:.2}% of values differ", share * 100.0);
+        if name.ends_with(".jpg") {
+            // JPEG decoders differ from libjpeg-turbo by a few levels (README: "Image decoding");
+            // this noisy synthetic image is the worst case measured.
+            assert!(max <= 4 && share < 0.35, "{name}: {max} {share}");
+        } else {
+            assert_eq!(max, 0, "{name}");
+        }
+    }
+}
+
+#[test]
+fn pad_and_bicubic_resize_match_pil_exactly() {
+    let r = Ref::open();
+    for name in IMAGES {
+        // Start from PIL's own decoded pixels, so this checks pad + resize alone.
+        let src = r.rgb(&format!("{name}.rgb")).unwrap_or_else(|| decode(&bytes(name)).unwrap());
+        let want = r.rgb(&format!("{name}.resized")).unwrap();
+        let got = resize_bicubic(&pad_square(&src), want.width, want.height);
+        let (max, share) = diff(&got, &want);
+        assert_eq!(max, 0, "{name}: {:.3}% of values differ", share * 100.0);
+    }
+}
+
+#[test]
+fn normalised_pixels_match_clip_image_processor() {
+    let r = Ref::open();
+    for name in ["portrait.png", "landscape.png"] {
+        let want = r.f32(&format!("{name}.pixels"));
+        let got = preprocess(&bytes(name), 128).unwrap();
+        common::assert_close(&format!("{name} pixels"), &got, &want, 0.0);
+        let resized = r.rgb(&format!("{name}.resized")).unwrap();
+        common::assert_close(&format!("{name} normalize"), &normalize(&resized), &want, 0.0);
+    }
+}
+
+#[test]
+fn bad_image_bytes_are_clear_errors() {
+    let err = decode(b"hello, I am text").unwrap_err();
+    assert_eq!(err.code(), "input");
+    assert!(err.message().contains("not an image"), "{err}");
+    let png = bytes("portrait.png");
+    let err = decode(&png[..png.len() / 2]).unwrap_err();
+    assert_eq!(err.code(), "input");
+    assert!(err.message().contains("cannot decode the Png image"), "{err}");
+    assert!(decode(&[]).is_err());
+}
