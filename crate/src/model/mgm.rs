@@ -21,6 +21,8 @@ pub struct Vision {
     pub mining: PatchMining,
     /// `mlp2x_gelu`: Linear(C_v -> D), exact GELU, Linear(D -> D).
     pub mm_projector: (Linear, Linear),
+    /// Largest slice of the HR map mined at once (bytes of f32).
+    pub band_bytes: usize,
 }
 
 /// What one image becomes on its way into Gemma.
@@ -47,6 +49,7 @@ impl Vision {
                 Linear::load(w, "model.mm_projector.2", hidden, hidden, true)?,
             ),
             config: v.clone(),
+            band_bytes: BLOCK_BYTES,
         })
     }
 
@@ -64,7 +67,7 @@ impl Vision {
         let [_, c_a, h, w] = [1, self.config.mm_hidden_size_aux, stages[0].dims()[2], stages[0].dims()[3]];
         let (grid, window) = (c.grid(), h / c.grid());
         // Mine a band of window rows at a time so no tensor outgrows a WebGPU binding.
-        let band = (BLOCK_BYTES / (window * w * c_a * 4)).clamp(1, grid);
+        let band = (self.band_bytes / (window * w * c_a * 4)).clamp(1, grid);
         let (mut tokens, mut attention, mut aux) = (Vec::new(), Vec::new(), Vec::new());
         for r0 in (0..grid).step_by(band) {
             let r1 = (r0 + band).min(grid);
