@@ -111,6 +111,7 @@ fn generate_with_an_image_gives_the_reference_ids_and_dumps_the_image_path() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("dump.safetensors");
     for (case, extra) in [("one_image", vec![]), ("two_images", vec![]), ("gen", vec!["--gen"])] {
+        assert_eq!(meta["cases"][case]["turns"][0][1], "Describe the image.");
         let want = &meta["cases"][case];
         let mut args = vec!["generate", "--model", fixture("mgm_tiny").to_str().unwrap().to_string().leak(), "--prompt", "Describe the image.", "--max-new-tokens", "16", "--json"];
         let images: Vec<String> = want["images"].as_array().unwrap().iter().map(|n| fixture("images").join(n.as_str().unwrap()).to_str().unwrap().to_string()).collect();

@@ -10,7 +10,7 @@ use mgm::generate::prompt::Prompt;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
 use mgm::model::mining::windows;
-use mgm::text::template::{image_prompt, Template};
+use mgm::text::template::{image_prompt, Role, Template};
 use mgm::weights::hf::load_dir;
 use serde_json::Value;
 
@@ -73,7 +73,9 @@ fn end_to_end_logits_and_greedy_ids_match() {
             let images: Vec<Vec<u8>> = want["images"].as_array().unwrap().iter()
                 .map(|n| std::fs::read(fixture("images").join(n.as_str().unwrap())).unwrap()).collect();
             let gen_prompt = want["gen"].as_bool().unwrap();
-            let prompt = Prompt::single_turn(&model, &tok, Template::Gemma, want["prompt"].as_str().unwrap(), &images, gen_prompt, false).unwrap();
+            let turns: Vec<(Role, &str)> = want["turns"].as_array().unwrap().iter()
+                .map(|t| (if t[0] == "user" { Role::User } else { Role::Model }, t[1].as_str().unwrap())).collect();
+            let prompt = Prompt::chat(&model, &tok, Template::Gemma, &turns, &images, gen_prompt, false).unwrap();
             assert_eq!(prompt.ids(), ids(&want["prompt_ids"]), "{dev} {case} prompt ids");
             let embeds = prompt.embed(&model).unwrap();
             if case == "one_image" {
@@ -104,12 +106,12 @@ fn prompts_that_do_not_fit_are_errors() {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
     // 16 image tokens + text over tokenizer_model_max_length (200): an error, never a silent cut.
     let long = "word ".repeat(300);
-    let prompt = Prompt::single_turn(&model, &tok, Template::Gemma, &long, &[img.clone()], false, false).unwrap();
+    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[img.clone()], false, false).unwrap();
     let err = prompt.embed(&model).unwrap_err();
     assert!(err.message().contains("at most 200"), "{err}");
-    let err = Prompt::single_turn(&model, &tok, Template::Gemma, "hi", &[b"not an image".to_vec()], false, false).err().unwrap();
+    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[b"not an image".to_vec()], false, false).err().unwrap();
     assert!(err.message().starts_with("image 1: not an image"), "{err}");
     let (gemma_only, tok) = load_dir(&fixture("gemma_mqa"), &device, &mut |_| {}).unwrap();
-    let err = Prompt::single_turn(&gemma_only, &tok, Template::Gemma, "hi", &[img], false, false).err().unwrap();
+    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[img], false, false).err().unwrap();
     assert!(err.message().contains("no vision tower"), "{err}");
 }

@@ -8,7 +8,7 @@ use crate::error::{MgmError, Result};
 use crate::model::mgm::ImageFeatures;
 use crate::model::Mgm;
 use crate::preprocess::preprocess;
-use crate::text::template::{label_images, pieces, render, sentinel_ids, user_message, Piece, Role, Template};
+use crate::text::template::{label_images, pieces, render, sentinel_ids, Piece, Role, Template, GEN_SUFFIX, IMAGE_TOKEN};
 use crate::text::Tokenizer;
 
 /// `[1, len, hidden]`, unscaled. `images[k]` (`[N, hidden]`) fills the k-th slot.
@@ -41,27 +41,37 @@ pub struct Prompt {
 }
 
 impl Prompt {
-    /// One user turn (MGM's CLI: images go into the first message, ` <GEN>` when `gen`).
-    /// `keep_aux` keeps each image's HR map (for `--dump`).
-    pub fn single_turn(
+    /// A conversation ending with a user turn. As in MGM's CLI, the images go in front of the
+    /// first user message and ` <GEN>` (when `gen_prompt`) after the last one; completed model
+    /// turns end with `<eos>`. `keep_aux` keeps each image's HR map (for `--dump`).
+    pub fn chat(
         model: &Mgm,
         tok: &Tokenizer,
         template: Template,
-        text: &str,
+        turns: &[(Role, &str)],
         images: &[Vec<u8>],
         gen_prompt: bool,
         keep_aux: bool,
     ) -> Result<Self> {
-        if text.is_empty() {
-            bail!(Input, "the prompt is empty");
-        }
+        let (first, last) = match (turns.iter().position(|t| t.0 == Role::User), turns.last()) {
+            (Some(first), Some((Role::User, text))) if !text.is_empty() => (first, turns.len() - 1),
+            _ => bail!(Input, "the prompt is empty: a conversation must end with a non-empty user message"),
+        };
         let vision = match (&model.vision, images.is_empty()) {
             (_, true) => None,
             (Some(v), false) => Some(v),
             (None, false) => bail!(Input, "this model has no vision tower, so it cannot take images"),
         };
-        let user = user_message(text, images.len(), gen_prompt);
-        let pieces = pieces(tok, &label_images(&render(template, &[(Role::User, &user)])))?;
+        let texts: Vec<String> = turns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, text))| {
+                let text = if i == last && gen_prompt { format!("{text}{GEN_SUFFIX}") } else { text.to_string() };
+                if i == first { format!("{}{text}", format!("{IMAGE_TOKEN}\n").repeat(images.len())) } else { text }
+            })
+            .collect();
+        let rendered: Vec<(Role, &str)> = turns.iter().zip(&texts).map(|((role, _), text)| (*role, text.as_str())).collect();
+        let pieces = pieces(tok, &label_images(&render(template, &rendered)))?;
         let mut encoded = Vec::new();
         if let Some(v) = vision {
             let size = v.config.image_size_aux;

@@ -36,13 +36,6 @@ pub const IMAGE_TOKEN: &str = "<image>";
 /// Appended to the user's text to ask for an image-generation prompt (`--gen`).
 pub const GEN_SUFFIX: &str = " <GEN>";
 
-/// The first user message as MGM's CLI writes it: one `<image>\n` per image in front of the
-/// text, after ` <GEN>` was appended when asked for.
-pub fn user_message(text: &str, images: usize, gen_prompt: bool) -> String {
-    let text = if gen_prompt { format!("{text}{GEN_SUFFIX}") } else { text.to_string() };
-    format!("{}{text}", format!("{IMAGE_TOKEN}\n").repeat(images))
-}
-
 /// With two or more images, MGM's CLI labels each slot of the whole prompt "Image k:".
 pub fn label_images(prompt: &str) -> String {
     let parts: Vec<&str> = prompt.split(IMAGE_TOKEN).collect();

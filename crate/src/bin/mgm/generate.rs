@@ -9,7 +9,7 @@ use mgm::generate::prompt::Prompt;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::mgm::ImageFeatures;
 use mgm::text::stream::TextStream;
-use mgm::text::template::{image_prompt, Template};
+use mgm::text::template::{image_prompt, Role, Template};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,7 +65,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let t1 = device::now_ms();
     let template = if a.template == "none" { Template::None } else { Template::Gemma };
-    let prompt = Prompt::single_turn(&model, &tok, template, &a.prompt, &images, a.gen_prompt, a.dump.is_some())?;
+    let prompt = Prompt::chat(&model, &tok, template, &[(Role::User, &a.prompt)], &images, a.gen_prompt, a.dump.is_some())?;
     let embeds = prompt.embed(&model)?;
     let image_ms = if images.is_empty() { 0.0 } else { read_f32(embeds.clone().slice_dim(1, 0..1)).map(|_| device::now_ms() - t1)? };
 
