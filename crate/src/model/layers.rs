@@ -2,7 +2,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::weights::Loader;
@@ -18,7 +18,7 @@ impl Linear {
     /// Loads `{prefix}.weight` `[d_out, d_in]` and, when `bias`, `{prefix}.bias`.
     pub fn load(w: &mut Loader, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         Ok(Linear {
-            weight: w.get(&format!("{prefix}.weight"), [d_out, d_in])?,
+            weight: w.get_matrix(&format!("{prefix}.weight"), [d_out, d_in])?,
             bias: if bias { Some(w.get(&format!("{prefix}.bias"), [d_out])?) } else { None },
         })
     }
@@ -59,8 +59,10 @@ impl Embedding {
             let n = v.len();
             Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &device)
         };
+        // A quantized table's rows come back quantized; the prompt is float.
+        let rows = |t: Tensor<2>| if matches!(t.dtype(), DType::QFloat(_)) { t.dequantize() } else { t };
         if self.blocks.len() == 1 {
-            return self.blocks[0].clone().select(0, index(ids.iter().map(|&i| i as i64).collect()));
+            return rows(self.blocks[0].clone().select(0, index(ids.iter().map(|&i| i as i64).collect())));
         }
         let mut parts = Vec::new();
         let mut order = Vec::with_capacity(ids.len());
@@ -73,7 +75,7 @@ impl Embedding {
                 .collect();
             if !local.is_empty() {
                 order.extend(local.iter().map(|(pos, _)| *pos));
-                parts.push(block.clone().select(0, index(local.iter().map(|(_, r)| *r).collect())));
+                parts.push(rows(block.clone().select(0, index(local.iter().map(|(_, r)| *r).collect()))));
             }
         }
         // `order[k]` is the request position of gathered row k; invert it.

@@ -98,6 +98,11 @@ impl Safetensors {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
+
+    /// Stored shape of `name` (empty when absent).
+    pub fn shape_of(&self, name: &str) -> Vec<usize> {
+        self.entries.get(name).map(|e| e.info.shape.clone()).unwrap_or_default()
+    }
 }
 
 impl WeightSource for Safetensors {
@@ -161,10 +166,14 @@ pub fn used_values(st: &Safetensors, config: &MgmConfig) -> u64 {
     st.entries.iter().filter(|(name, _)| super::is_used(config, name)).map(|(_, e)| e.info.shape.iter().product::<usize>() as u64).sum()
 }
 
-/// A checkpoint directory (Gemma or MGM): `config.json`, `tokenizer.json`, safetensors weights.
+/// A model directory: a bundle (`manifest.json`), or an HF checkpoint (Gemma or MGM:
+/// `config.json`, `tokenizer.json`, safetensors weights).
 pub fn load_dir(dir: &Path, device: &burn::tensor::Device, on_progress: OnProgress) -> Result<(Mgm, Tokenizer)> {
     if !dir.is_dir() {
         bail!(Missing, "{}: model directory not found", dir.display());
+    }
+    if dir.join("manifest.json").exists() {
+        return super::bundle::load(super::bundle::DirSource(dir.to_path_buf()), device, on_progress);
     }
     let config = MgmConfig::from_json(&read_text(&dir.join("config.json"))?)?;
     let tok_path = dir.join("tokenizer.json");
@@ -189,7 +198,7 @@ pub fn load_dir(dir: &Path, device: &burn::tensor::Device, on_progress: OnProgre
 
 /// MGM's checkpoint stores `lm_head.weight` as a copy of the embedding (spec §6). It is not
 /// loaded; a head that differs would be a different model, so that is an error, not a guess.
-fn check_tied_head(st: &mut Safetensors, config: &MgmConfig) -> Result<()> {
+pub(crate) fn check_tied_head(st: &mut Safetensors, config: &MgmConfig) -> Result<()> {
     if !st.has("lm_head.weight") {
         return Ok(());
     }

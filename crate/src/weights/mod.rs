@@ -1,12 +1,17 @@
 //! Where weights come from. The model asks a [`WeightSource`] for tensors by checkpoint name;
 //! only this module knows file formats.
 
+pub mod bundle;
+pub mod convert;
 pub mod hf;
+pub mod quant;
 pub mod random;
 
 use std::ops::Range;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use quant::Storage;
 
 use crate::config::MgmConfig;
 use crate::error::Result;
@@ -18,6 +23,11 @@ pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// Rows `rows` of tensor `name`, which must have shape `shape`, as f32, flattened row-major.
     fn read(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Vec<f32>>;
+    /// The same rows still quantized (values, f32 block scales), when the store keeps `name`
+    /// quantized; `None` means read it as f32.
+    fn read_quantized(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
+        Ok(None)
+    }
 }
 
 /// Builds device tensors from a source.
@@ -36,12 +46,38 @@ impl Loader<'_> {
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
     }
 
-    /// Rows `rows` of a 2-D tensor `[n, cols]`.
+    /// Rows `rows` of a weight matrix `[n, cols]`. A quantized store gives a quantized tensor
+    /// (block 32 along the row, f32 scales so adapters without shader-f16 run it), which Burn's
+    /// matmul dequantizes inside the kernel.
     pub fn get_rows(&mut self, name: &str, shape: [usize; 2], rows: Range<usize>) -> Result<Tensor<2>> {
-        let n = rows.len();
+        let dims = [rows.len(), shape[1]];
+        if let Some((q, scales, storage)) = self.source.read_quantized(name, &shape, rows.clone())? {
+            return Ok(Tensor::from_data(quantized_data(&q, &scales, dims, storage), &self.device));
+        }
         let values = self.source.read(name, &shape, rows)?;
-        Ok(Tensor::from_data(TensorData::new(values, [n, shape[1]]), &self.device))
+        Ok(Tensor::from_data(TensorData::new(values, dims), &self.device))
     }
+
+    /// A whole weight matrix, quantized when the store keeps it so.
+    pub fn get_matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
+        self.get_rows(name, shape, 0..shape[0])
+    }
+}
+
+/// Burn's packed layout for block-quantized values: u32 words along the row (q8: four values,
+/// q4: eight two's-complement nibbles, lowest bits first), then the f32 block scales.
+fn quantized_data(q: &[i8], scales: &[f32], dims: [usize; 2], storage: Storage) -> TensorData {
+    let (value, bits) = if storage == Storage::Q8 { (QuantValue::Q8S, 8) } else { (QuantValue::Q4S, 4) };
+    let per_word = 32 / bits;
+    let mask = (1u32 << bits) - 1;
+    let mut bytes: Vec<u8> = q
+        .chunks(per_word)
+        .map(|w| w.iter().enumerate().fold(0u32, |acc, (i, &v)| acc | ((v as u32 & mask) << (i * bits))))
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    bytes.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
+    let scheme = QuantScheme::default().with_value(value).with_store(QuantStore::PackedU32(0)).per_block([quant::BLOCK as u8], ScaleDtype::F32);
+    TensorData::from_bytes_vec(bytes, dims, DType::QFloat(scheme))
 }
 
 /// Whether inference reads checkpoint tensor `name`: CLIP's layers after `select_layer` and its
@@ -75,8 +111,22 @@ impl WeightSource for Counted<'_> {
 
     fn read(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Vec<f32>> {
         let values = self.inner.read(name, shape, rows)?;
-        self.done += values.len() as u64;
-        (self.on_progress)(crate::events::Progress { phase: "load", done: self.done, total: self.total });
+        self.count(values.len());
         Ok(values)
+    }
+
+    fn read_quantized(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
+        let out = self.inner.read_quantized(name, shape, rows)?;
+        if let Some((q, _, _)) = &out {
+            self.count(q.len());
+        }
+        Ok(out)
+    }
+}
+
+impl Counted<'_> {
+    fn count(&mut self, values: usize) {
+        self.done += values as u64;
+        (self.on_progress)(crate::events::Progress { phase: "load", done: self.done, total: self.total });
     }
 }

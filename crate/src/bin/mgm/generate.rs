@@ -13,7 +13,8 @@ use mgm::text::template::{image_prompt, Role, Template};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF checkpoint directory (config.json, safetensors, tokenizer.json): Gemma or MGM.
+    /// A web bundle (manifest.json) or an HF checkpoint directory (config.json, safetensors,
+    /// tokenizer.json), Gemma or MGM.
     #[arg(long)]
     model: PathBuf,
     #[arg(long)]

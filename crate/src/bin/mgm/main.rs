@@ -1,6 +1,7 @@
 //! `mgm`: the native command line. Thin: it parses arguments, calls the library and prints.
 
 mod bench;
+mod convert;
 mod generate;
 
 use std::io::{IsTerminal, Write};
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mgm", version, about = "Mini-Gemini (MGM-2B) on Burn: generate, benchmark")]
+#[command(name = "mgm", version, about = "Mini-Gemini (MGM-2B) on Burn: generate, convert, benchmark")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,8 +19,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate text from a prompt.
+    /// Generate text from a prompt (and images).
     Generate(generate::Args),
+    /// Convert an HF checkpoint into a web bundle.
+    Convert(convert::Args),
     /// Print prefill and decode speed for a tiny and a Gemma-2B-shaped model.
     Bench(bench::Args),
 }
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
