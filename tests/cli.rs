@@ -150,3 +150,30 @@ fn a_bad_image_is_a_one_line_error() {
     assert_one_line_error(&mgm(&["generate", "--model", mgm_dir.to_str().unwrap(), "--prompt", "hi", "--image", cfg.to_str().unwrap()]), "image 1: not an image");
     assert_one_line_error(&mgm(&["generate", "--model", mgm_dir.to_str().unwrap(), "--prompt", "hi", "--image", "/nonexistent.png"]), "/nonexistent.png");
 }
+
+#[test]
+fn convert_then_generate_from_the_bundle() {
+    let out = std::env::temp_dir().join(format!("mgm-cli-bundle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let model = fixture("mgm_tiny");
+    let run = mgm(&["convert", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quant", "f32"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("verified"));
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(model.join("meta.json")).unwrap()).unwrap();
+    let want = &meta["cases"]["one_image"];
+    let img = fixture("images/portrait.png");
+    let answer = mgm(&["generate", "--model", out.to_str().unwrap(), "--image", img.to_str().unwrap(), "--prompt", "Describe the image.", "--max-new-tokens", "16", "--json"]);
+    assert!(answer.status.success(), "{}", String::from_utf8_lossy(&answer.stderr));
+    let got: Value = serde_json::from_slice(&answer.stdout).unwrap();
+    assert_eq!(got["generated_ids"], want["generated_ids"]);
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A checkpoint whose index lists a shard that is not there.
+    let tmp = std::env::temp_dir().join(format!("mgm-cli-noshard-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors"] {
+        std::fs::copy(model.join(f), tmp.join(f)).unwrap();
+    }
+    assert_one_line_error(&mgm(&["convert", "--model", tmp.to_str().unwrap(), "--out", out.to_str().unwrap()]), "model-00002-of-00002.safetensors: shard listed in the index is missing");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -209,12 +209,24 @@ impl Gemma {
     /// `[n or 1, vocab]`. Every input row is scaled by sqrt(hidden) here, image rows included:
     /// that is what transformers 4.38 did and what MGM was trained with.
     pub fn forward(&self, embeds: Tensor<3>, cache: &mut KvCache, logits: Logits) -> Tensor<2> {
+        self.run(embeds, cache, logits, None)
+    }
+
+    /// `forward` that also collects each layer's output `[1, n, hidden]` (accuracy reports).
+    pub fn forward_traced(&self, embeds: Tensor<3>, cache: &mut KvCache, logits: Logits, trace: &mut Vec<Tensor<3>>) -> Tensor<2> {
+        self.run(embeds, cache, logits, Some(trace))
+    }
+
+    fn run(&self, embeds: Tensor<3>, cache: &mut KvCache, logits: Logits, mut trace: Option<&mut Vec<Tensor<3>>>) -> Tensor<2> {
         let [_, n, h] = embeds.dims();
         let mut x = embeds * (h as f64).sqrt();
         for (i, layer) in self.layers.iter().enumerate() {
             let attn = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &self.rope, cache, i);
             let x1 = x + attn;
             x = x1.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x1));
+            if let Some(t) = trace.as_mut() {
+                t.push(x.clone());
+            }
         }
         cache.advance(n);
         let x = match logits {

@@ -15,7 +15,11 @@ use mgm::generate::session::read_f32;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::{Gemma, Mgm};
 use mgm::weights::random::RandomWeights;
-use mgm::weights::{hf, Loader};
+use mgm::weights::convert::Preset;
+use mgm::weights::quant::{self, Storage};
+use mgm::weights::{hf, Loader, WeightSource};
+
+use crate::{peak_rss_gib, reset_peak_rss};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,11 +45,24 @@ pub struct Args {
     /// The image for --mgm.
     #[arg(long, default_value = "tests/fixtures/images/landscape.png")]
     image: PathBuf,
+    /// Bundles (or checkpoints) to load and time instead: load time, peak RSS, text speed.
+    #[arg(long, value_delimiter = ',')]
+    bundle: Vec<PathBuf>,
+    /// Report each preset's error per Gemma layer and on the logits against f32, on a
+    /// Gemma-2B-shaped model with random weights (first backend only).
+    #[arg(long)]
+    accuracy: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     if a.mgm {
         return run_mgm(&a);
+    }
+    if !a.bundle.is_empty() {
+        return run_bundles(&a);
+    }
+    if a.accuracy {
+        return run_accuracy(&a);
     }
     let mut full = GemmaConfig::gemma_2b();
     full.num_hidden_layers = a.layers;
@@ -67,7 +84,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     println!("\n{} prompt tokens, {} new tokens, f32 weights, greedy", a.prompt_tokens, a.new_tokens);
-    table(&["load s", "prefill tok/s", "decode tok/s"], &rows, &[false, true, true]);
+    table(["model", "backend"], &["load s", "prefill tok/s", "decode tok/s"], &rows, &[false, true, true]);
     Ok(())
 }
 
@@ -82,6 +99,96 @@ fn text_speed(model: &Gemma, prompt_tokens: usize, new_tokens: usize) -> Result<
         speed = (t.prefill_tok_s(), t.decode_tok_s());
     }
     Ok(speed)
+}
+
+/// Serves the random weights, quantized as the preset would store Gemma's matrices.
+struct Quantized {
+    inner: RandomWeights,
+    preset: Preset,
+}
+
+impl WeightSource for Quantized {
+    fn has(&self, name: &str) -> bool {
+        self.inner.has(name)
+    }
+    fn read(&mut self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let storage = self.preset.storage(name, shape);
+        let v = self.inner.read(name, shape, rows)?;
+        Ok(quant::decode(&quant::encode(&v, storage), v.len(), storage))
+    }
+    fn read_quantized(&mut self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
+        let storage = self.preset.storage(name, shape);
+        if !storage.is_quantized() {
+            return Ok(None);
+        }
+        let v = self.inner.read(name, shape, rows)?;
+        let (q, scales) = quant::quantize(&v, storage);
+        Ok(Some((q, scales.iter().map(|s| s.to_f32()).collect(), storage)))
+    }
+}
+
+fn run_accuracy(a: &Args) -> Result<()> {
+    let mut config = GemmaConfig::gemma_2b();
+    config.num_hidden_layers = a.layers;
+    let (device, desc) = device::init(a.backend[0].parse::<Backend>()?)?;
+    let prompt: Vec<u32> = (0..a.prompt_tokens as u32).map(|i| 2 + (i * 7919) % 255_998).collect();
+    let trace = |model: &Gemma| -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+        let mut cache = model.new_cache(prompt.len());
+        let mut layers = Vec::new();
+        let logits = model.forward_traced(model.embed(&prompt), &mut cache, mgm::model::gemma::Logits::All, &mut layers);
+        let layers = layers.into_iter().map(|t| pollster::block_on(read_f32(t))).collect::<Result<_>>()?;
+        Ok((layers, pollster::block_on(read_f32(logits))?))
+    };
+    eprintln!("f32 reference on {desc} ...");
+    let reference = {
+        let model = Gemma::load(&mut Loader { source: &mut RandomWeights::new(7), device: device.clone() }, &config)?;
+        trace(&model)?
+    };
+    let err = |got: &[f32], want: &[f32]| {
+        let max = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) as f64;
+        let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        (max, (num / den).sqrt())
+    };
+    let mut rows = Vec::new();
+    for preset in [Preset::F16, Preset::Q8, Preset::Q4] {
+        eprintln!("{} on {desc} ...", preset.name());
+        let mut src = Quantized { inner: RandomWeights::new(7), preset };
+        let model = Gemma::load(&mut Loader { source: &mut src, device: device.clone() }, &config)?;
+        let (layers, logits) = trace(&model)?;
+        let argmax = |l: &[f32]| l.chunks(config.vocab_size).map(mgm::generate::sampling::argmax).collect::<Vec<_>>();
+        let same = argmax(&logits).iter().zip(argmax(&reference.1)).filter(|(a, b)| **a == *b).count();
+        for (i, (got, want)) in layers.iter().zip(&reference.0).enumerate() {
+            let (max, rel) = err(got, want);
+            rows.push((preset.name().to_string(), format!("layer {i}"), vec![max, rel]));
+        }
+        let (max, rel) = err(&logits, &reference.1);
+        rows.push((preset.name().to_string(), format!("logits (argmax equal at {same} of {} positions)", prompt.len()), vec![max, rel]));
+    }
+    println!("\nGemma-2B shape ({} layers), random weights, {} prompt tokens, {desc}; error vs f32", a.layers, a.prompt_tokens);
+    table(["preset", "output"], &["max abs error", "relative error (L2)"], &rows, &[false, false]);
+    Ok(())
+}
+
+fn run_bundles(a: &Args) -> Result<()> {
+    let mut rows = Vec::new();
+    for b in &a.backend {
+        let (device, desc) = device::init(b.parse::<Backend>()?)?;
+        for dir in &a.bundle {
+            reset_peak_rss();
+            eprintln!("{} on {desc} ...", dir.display());
+            let t0 = now_ms();
+            let (model, _) = hf::load_dir(dir, &device, &mut |_| {})?;
+            let load_s = (now_ms() - t0) / 1e3;
+            let rss = peak_rss_gib();
+            let (prefill, decode) = text_speed(&model.gemma, a.prompt_tokens, a.new_tokens)?;
+            let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            rows.push((desc.clone(), name, vec![load_s, rss, prefill, decode]));
+        }
+    }
+    println!("\n{} prompt tokens, {} new tokens, greedy; peak RSS is the process's during the load", a.prompt_tokens, a.new_tokens);
+    table(["backend", "bundle"], &["load s", "load peak RSS GiB", "prefill tok/s", "decode tok/s"], &rows, &[false, false, true, true]);
+    Ok(())
 }
 
 fn run_mgm(a: &Args) -> Result<()> {
@@ -133,6 +240,7 @@ fn run_mgm(a: &Args) -> Result<()> {
     }
     println!("\nMGM-2B shape, random f32 weights, one image, {} prompt tokens (576 image + 32 text), {} new tokens", 608, a.new_tokens);
     table(
+        ["model", "backend"],
         &["load s", "preprocess ms", "CLIP ms", "ConvNeXt ms", "mining+proj ms", "prefill ms", "prefill tok/s", "decode tok/s", "peak RSS GiB"],
         &rows,
         &[false, false, false, false, false, false, true, true, false],
@@ -140,9 +248,10 @@ fn run_mgm(a: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Prints a markdown table; for the columns marked `ratio`, adds "x vs the first row" of the group.
-fn table(cols: &[&str], rows: &[(String, String, Vec<f64>)], ratio: &[bool]) {
-    let mut head = vec!["model".to_string(), "backend".into()];
+/// Prints a markdown table; for the columns marked `ratio`, adds "x vs the first row" with the
+/// same first label.
+fn table(labels: [&str; 2], cols: &[&str], rows: &[(String, String, Vec<f64>)], ratio: &[bool]) {
+    let mut head = vec![labels[0].to_string(), labels[1].into()];
     for (c, r) in cols.iter().zip(ratio) {
         head.push(c.to_string());
         if *r {
@@ -165,13 +274,3 @@ fn table(cols: &[&str], rows: &[(String, String, Vec<f64>)], ratio: &[bool]) {
     }
 }
 
-/// Linux: writing 5 to clear_refs resets VmHWM, so each backend's peak is its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_gib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
-    kib.map_or(f64::NAN, |k| k / (1024.0 * 1024.0))
-}

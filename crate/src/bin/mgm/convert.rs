@@ -25,13 +25,14 @@ pub fn run(a: Args) -> Result<()> {
     let t0 = mgm::device::now_ms();
     let report = convert(&a.model, &a.out, a.quant.parse::<Preset>()?, a.shard_mib << 20, &mut crate::progress_bar)?;
     eprintln!(
-        "{}: {} tensors in {} shards, {:.1} MiB, {} preset, verified, in {:.1} s",
+        "{}: {} tensors in {} shards, {:.1} MiB, {} preset, verified, in {:.1} s, peak RSS {:.2} GiB",
         a.out.display(),
         report.tensors,
         report.shards,
         report.bytes as f64 / (1 << 20) as f64,
         a.quant,
-        (mgm::device::now_ms() - t0) / 1e3
+        (mgm::device::now_ms() - t0) / 1e3,
+        crate::peak_rss_gib()
     );
     Ok(())
 }

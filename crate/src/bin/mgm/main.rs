@@ -69,3 +69,15 @@ pub fn progress_bar(p: mgm::events::Progress) {
         eprintln!();
     }
 }
+
+/// Linux: writing 5 to clear_refs resets VmHWM, so each measured step has its own peak.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident memory since the last reset, GiB (NaN where /proc is absent).
+pub fn peak_rss_gib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
+    kib.map_or(f64::NAN, |k| k / (1024.0 * 1024.0))
+}
