@@ -64,7 +64,7 @@ impl Vision {
             .with_output_size([c.image_size, c.image_size]);
         let clip = self.clip.forward(interpolate(hr.clone(), lr_opts)).squeeze_dim::<2>(0); // [N, C_v]
         let stages = self.convnext.stages(hr);
-        let [_, c_a, h, w] = [1, self.config.mm_hidden_size_aux, stages[0].dims()[2], stages[0].dims()[3]];
+        let ([_, _, h, w], c_a) = (stages[0].dims(), self.config.mm_hidden_size_aux);
         let (grid, window) = (c.grid(), h / c.grid());
         // Mine a band of window rows at a time so no tensor outgrows a WebGPU binding.
         let band = (self.band_bytes / (window * w * c_a * 4)).clamp(1, grid);
