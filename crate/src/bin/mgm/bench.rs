@@ -236,6 +236,8 @@ fn run_mgm(a: &Args) -> Result<()> {
             }
         }
         times.push(peak_rss_gib());
+        // Printed as soon as it is known: a slow backend after it must not lose this row.
+        eprintln!("{desc}: {times:.2?}");
         rows.push(("mgm-2b".to_string(), desc, times));
     }
     println!("\nMGM-2B shape, random f32 weights, one image, {} prompt tokens (576 image + 32 text), {} new tokens", 608, a.new_tokens);
