@@ -37,10 +37,6 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    pub fn has(&self, name: &str) -> bool {
-        self.source.has(name)
-    }
-
     pub fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
         let values = self.source.read(name, &shape, 0..shape[0])?;
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
