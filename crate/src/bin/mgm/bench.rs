@@ -267,7 +267,8 @@ fn table(labels: [&str; 2], cols: &[&str], rows: &[(String, String, Vec<f64>)], 
         let b = *base.entry(model.as_str()).or_insert(vals);
         let mut cells = vec![model.clone(), backend.clone()];
         for (i, v) in vals.iter().enumerate() {
-            cells.push(format!("{v:.2}"));
+            // Small errors need significant digits, not two decimals.
+            cells.push(if *v != 0.0 && v.abs() < 0.1 { format!("{v:.2e}") } else { format!("{v:.2}") });
             if ratio.get(i).copied().unwrap_or(false) {
                 cells.push(format!("{:.2}x", v / b[i]));
             }
