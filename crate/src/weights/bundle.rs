@@ -241,13 +241,8 @@ impl<S: ByteSource> WeightSource for BundleReader<S> {
 pub fn load<S: ByteSource>(mut source: S, device: &burn::tensor::Device, on_progress: crate::events::OnProgress) -> Result<(crate::model::Mgm, crate::text::Tokenizer)> {
     let manifest = Manifest::parse(&source.fetch("manifest.json")?)?;
     let config = manifest.mgm_config()?;
-    let tokenizer = crate::text::Tokenizer::from_bytes(&source.fetch(&manifest.tokenizer)?)?;
-    if tokenizer.vocab_size() > config.gemma.vocab_size {
-        bail!(Mismatch, "bundle: tokenizer has {} tokens but the model's vocab_size is {}", tokenizer.vocab_size(), config.gemma.vocab_size);
-    }
+    let tokenizer = super::open_tokenizer(&source.fetch(&manifest.tokenizer)?, &config, &format!("bundle {}", manifest.tokenizer))?;
     let total = manifest.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
     let mut reader = BundleReader::new(manifest, source);
-    let mut counted = super::Counted { inner: &mut reader, done: 0, total, on_progress };
-    let model = crate::model::Mgm::load(&mut super::Loader { source: &mut counted, device: device.clone() }, &config)?;
-    Ok((model, tokenizer))
+    Ok((super::load_model(&mut reader, total, &config, device, on_progress)?, tokenizer))
 }

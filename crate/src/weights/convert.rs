@@ -142,7 +142,7 @@ pub fn convert(hf_dir: &Path, out_dir: &Path, preset: Preset, shard_bytes: u64, 
     let config = MgmConfig::from_json(&config_text)?;
     let tok_path = hf_dir.join("tokenizer.json");
     let tok = std::fs::read(&tok_path).map_err(|e| MgmError::Missing(format!("{}: {e}", tok_path.display())))?;
-    crate::text::Tokenizer::from_bytes(&tok)?;
+    super::open_tokenizer(&tok, &config, &tok_path.display().to_string())?;
     let mut st = Safetensors::open_dir(hf_dir)?;
     super::hf::check_tied_head(&mut st, &config)?;
     let mut names: Vec<String> = st.names().filter(|n| is_used(&config, n)).map(String::from).collect();

@@ -178,22 +178,11 @@ pub fn load_dir(dir: &Path, device: &burn::tensor::Device, on_progress: OnProgre
     let config = MgmConfig::from_json(&read_text(&dir.join("config.json"))?)?;
     let tok_path = dir.join("tokenizer.json");
     let tok_bytes = std::fs::read(&tok_path).map_err(|e| io_err(&tok_path, e))?;
-    let tokenizer = Tokenizer::from_bytes(&tok_bytes)?;
-    if tokenizer.vocab_size() > config.gemma.vocab_size {
-        bail!(
-            Mismatch,
-            "{}: tokenizer has {} tokens but the model's vocab_size is {}",
-            tok_path.display(),
-            tokenizer.vocab_size(),
-            config.gemma.vocab_size
-        );
-    }
+    let tokenizer = super::open_tokenizer(&tok_bytes, &config, &tok_path.display().to_string())?;
     let mut st = Safetensors::open_dir(dir)?;
     check_tied_head(&mut st, &config)?;
     let total = used_values(&st, &config);
-    let mut counted = super::Counted { inner: &mut st, done: 0, total, on_progress };
-    let model = Mgm::load(&mut super::Loader { source: &mut counted, device: device.clone() }, &config)?;
-    Ok((model, tokenizer))
+    Ok((super::load_model(&mut st, total, &config, device, on_progress)?, tokenizer))
 }
 
 /// MGM's checkpoint stores `lm_head.weight` as a copy of the embedding (spec §6). It is not

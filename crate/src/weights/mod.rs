@@ -92,6 +92,26 @@ pub fn is_used(config: &MgmConfig, name: &str) -> bool {
     }
 }
 
+/// Parses `tokenizer.json` bytes (`what` names the file in errors) and checks it fits the model.
+pub fn open_tokenizer(bytes: &[u8], config: &MgmConfig, what: &str) -> Result<crate::text::Tokenizer> {
+    let tokenizer = crate::text::Tokenizer::from_bytes(bytes)?;
+    if tokenizer.vocab_size() > config.gemma.vocab_size {
+        crate::bail!(
+            Mismatch,
+            "{what}: tokenizer has {} tokens but the model's vocab_size is {}",
+            tokenizer.vocab_size(),
+            config.gemma.vocab_size
+        );
+    }
+    Ok(tokenizer)
+}
+
+/// Builds the model from `source` on `device`, reporting progress against `total` values.
+pub fn load_model(source: &mut dyn WeightSource, total: u64, config: &MgmConfig, device: &Device, on_progress: crate::events::OnProgress) -> Result<crate::model::Mgm> {
+    let mut counted = Counted { inner: source, done: 0, total, on_progress };
+    crate::model::Mgm::load(&mut Loader { source: &mut counted, device: device.clone() }, config)
+}
+
 /// Counts what passes through a source and reports it as the `load` phase.
 pub struct Counted<'a> {
     pub inner: &'a mut dyn WeightSource,
