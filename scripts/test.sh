@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The test command: sets up a fresh machine (scripts/setup.sh), builds the library for wasm32,
-# then runs every test on the CPU backend and on wgpu (lavapipe's Vulkan when there is no GPU).
+# The test command: sets up a fresh machine (scripts/setup.sh), runs every native test on the CPU
+# backend and on wgpu (lavapipe's Vulkan when there is no GPU), then builds the npm package and
+# runs the browser tests in headless Chromium on WebGPU (its CPU adapter when there is no GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 scripts/setup.sh
 
-echo "== wasm32 build of the library"
-cargo build -p mgm --lib --target wasm32-unknown-unknown
-
 echo "== native tests (cpu + wgpu)"
 cargo test -p mgm --no-fail-fast
+cargo build -p mgm --bin mgm
+
+echo "== npm package (wasm32 build + wasm-bindgen)"
+scripts/build-pkg.sh
+
+echo "== browser tests (headless Chromium, WebGPU)"
+(cd tests/browser && npm ci --no-audit --no-fund --silent)
+node tests/browser/pkg.test.mjs

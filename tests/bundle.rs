@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, devices, fixture, max_abs_diff, read, Reference};
 use mgm::generate::prompt::Prompt;
+use mgm::preprocess::Image;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
 use mgm::model::layers::Linear;
@@ -17,7 +18,7 @@ use mgm::text::template::{Role, Template};
 use mgm::weights::convert::{convert, Preset};
 use mgm::model::Mgm;
 use mgm::text::Tokenizer;
-use mgm::weights::bundle::{BundleReader, DirSource, Manifest};
+use mgm::weights::bundle::Manifest;
 use mgm::weights::hf::load_dir;
 use mgm::weights::quant::{self, Storage, BLOCK};
 use mgm::weights::{Loader, WeightSource};
@@ -100,28 +101,39 @@ fn convert_to(name: &str, preset: Preset, shard_bytes: u64) -> PathBuf {
     out
 }
 
-/// Serves a bundle's tensors as f32 only, dequantized on the host by `quant::decode`.
-struct Dequantized<S: WeightSource>(S);
+/// The bundle's tensors decoded on the host by `quant::decode` into f32: the reference the
+/// device-side quantized path must match.
+struct HostDecoded {
+    dir: PathBuf,
+    manifest: Manifest,
+}
 
-impl<S: WeightSource> WeightSource for Dequantized<S> {
+impl WeightSource for HostDecoded {
     fn has(&self, name: &str) -> bool {
-        self.0.has(name)
+        self.manifest.tensors.iter().any(|t| t.name == name)
     }
     fn read(&mut self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> mgm::Result<Vec<f32>> {
-        self.0.read(name, shape, rows)
+        let t = self.manifest.tensors.iter().find(|t| t.name == name).unwrap();
+        let cols: usize = shape.iter().skip(1).product();
+        let mut all = Vec::new();
+        for p in &t.parts {
+            let shard = std::fs::read(self.dir.join(&self.manifest.shards[p.shard].file)).unwrap();
+            all.extend(quant::decode(&shard[p.offset as usize..(p.offset + p.length) as usize], (p.rows[1] - p.rows[0]) * cols, t.storage));
+        }
+        Ok(all[rows.start * cols..rows.end * cols].to_vec())
     }
 }
 
 fn dequantized_model(dir: &Path, device: &burn::tensor::Device) -> (Mgm, ()) {
     let manifest = Manifest::parse(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let config = manifest.mgm_config().unwrap();
-    let mut src = Dequantized(BundleReader::new(manifest, DirSource(dir.to_path_buf())));
+    let mut src = HostDecoded { dir: dir.to_path_buf(), manifest };
     (Mgm::load(&mut Loader { source: &mut src, device: device.clone() }, &config).unwrap(), ())
 }
 
 fn one_image_logits_and_ids(model: &Mgm, tok: &Tokenizer) -> (Vec<f32>, Vec<u32>) {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
-    let prompt = Prompt::chat(model, tok, Template::Gemma, &[(Role::User, "Describe the image.")], &[img], false, false).unwrap();
+    let prompt = Prompt::chat(model, tok, Template::Gemma, &[(Role::User, "Describe the image.")], &[Image::Encoded(img)], false, false).unwrap();
     let embeds = prompt.embed(model).unwrap();
     let mut cache = model.gemma.new_cache(embeds.dims()[1]);
     let logits = read(model.gemma.forward(embeds.clone(), &mut cache, Logits::All));

@@ -7,6 +7,7 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, devices, fixture, read, Reference};
 use mgm::generate::prompt::Prompt;
+use mgm::preprocess::Image;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
 use mgm::model::mining::windows;
@@ -70,8 +71,8 @@ fn end_to_end_logits_and_greedy_ids_match() {
     for (dev, device) in devices() {
         let (model, tok) = load_dir(&fixture("mgm_tiny"), &device, &mut |_| {}).unwrap();
         for (case, want) in meta["cases"].as_object().unwrap() {
-            let images: Vec<Vec<u8>> = want["images"].as_array().unwrap().iter()
-                .map(|n| std::fs::read(fixture("images").join(n.as_str().unwrap())).unwrap()).collect();
+            let images: Vec<Image> = want["images"].as_array().unwrap().iter()
+                .map(|n| Image::Encoded(std::fs::read(fixture("images").join(n.as_str().unwrap())).unwrap())).collect();
             let gen_prompt = want["gen"].as_bool().unwrap();
             let turns: Vec<(Role, &str)> = want["turns"].as_array().unwrap().iter()
                 .map(|t| (if t[0] == "user" { Role::User } else { Role::Model }, t[1].as_str().unwrap())).collect();
@@ -106,12 +107,12 @@ fn prompts_that_do_not_fit_are_errors() {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
     // 16 image tokens + text over tokenizer_model_max_length (200): an error, never a silent cut.
     let long = "word ".repeat(300);
-    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[img.clone()], false, false).unwrap();
+    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[Image::Encoded(img.clone())], false, false).unwrap();
     let err = prompt.embed(&model).unwrap_err();
     assert!(err.message().contains("at most 200"), "{err}");
-    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[b"not an image".to_vec()], false, false).err().unwrap();
+    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(b"not an image".to_vec())], false, false).err().unwrap();
     assert!(err.message().starts_with("image 1: not an image"), "{err}");
     let (gemma_only, tok) = load_dir(&fixture("gemma_mqa"), &device, &mut |_| {}).unwrap();
-    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[img], false, false).err().unwrap();
+    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(img)], false, false).err().unwrap();
     assert!(err.message().contains("no vision tower"), "{err}");
 }

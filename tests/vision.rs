@@ -82,7 +82,7 @@ fn normalised_pixels_match_clip_image_processor() {
     let r = Ref::open();
     for name in ["portrait.png", "landscape.png"] {
         let want = r.f32(&format!("{name}.pixels"));
-        let got = preprocess(&bytes(name), 128).unwrap();
+        let got = preprocess(&decode(&bytes(name)).unwrap(), 128);
         common::assert_close(&format!("{name} pixels"), &got, &want, 0.0);
         let resized = r.rgb(&format!("{name}.resized")).unwrap();
         common::assert_close(&format!("{name} normalize"), &normalize(&resized), &want, 0.0);

@@ -61,13 +61,30 @@ mod native {
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{init, now_ms};
 
-/// The browser's WebGPU device. `init_async` is the only way there: a synchronous init panics.
+/// The browser's WebGPU device (created once per page or worker) and a one-line description:
+/// adapter and the limits Burn requested (the adapter's own maxima, not WebGPU's defaults).
+/// `init_async` is the only way there: a synchronous init panics in browsers.
 #[cfg(target_arch = "wasm32")]
-pub async fn webgpu() -> Result<burn::tensor::Device> {
-    burn::tensor::Device::wgpu_options()
-        .init_async()
+pub async fn webgpu() -> Result<(burn::tensor::Device, String)> {
+    thread_local! {
+        static DEVICE: std::cell::RefCell<Option<(burn::tensor::Device, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    if let Some(d) = DEVICE.with(|d| d.borrow().clone()) {
+        return Ok(d);
+    }
+    let (device, setup) = burn::tensor::Device::wgpu_options()
+        .init_with_setup_async()
         .await
-        .map_err(|e| MgmError::Device(format!("WebGPU is not available: {e:?}")))
+        .map_err(|e| MgmError::Device(format!("WebGPU is not available: {e:?}")))?;
+    // Browsers hide the adapter's name from wgpu; the page gets it from `requestAdapter().info`.
+    let limits = setup.device.limits();
+    let desc = format!(
+        "WebGPU (maxBufferSize {} MiB, maxStorageBufferBindingSize {} MiB)",
+        limits.max_buffer_size >> 20,
+        limits.max_storage_buffer_binding_size >> 20
+    );
+    DEVICE.with(|d| *d.borrow_mut() = Some((device.clone(), desc.clone())));
+    Ok((device, desc))
 }
 
 #[cfg(target_arch = "wasm32")]

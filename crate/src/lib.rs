@@ -17,5 +17,7 @@ pub mod preprocess;
 pub mod rng;
 pub mod text;
 pub mod weights;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{MgmError, Result};

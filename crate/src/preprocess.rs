@@ -151,8 +151,29 @@ pub fn normalize(img: &Rgb) -> Vec<f32> {
     out
 }
 
-/// Image bytes -> normalised `[3, size, size]` pixels for the HR tower (`image_size_aux`).
-pub fn preprocess(bytes: &[u8], size: usize) -> Result<Vec<f32>> {
-    let square = pad_square(&decode(bytes)?);
-    Ok(normalize(&resize_bicubic(&square, size, size)))
+/// An RGB image -> normalised `[3, size, size]` pixels for the HR tower (`image_size_aux`).
+pub fn preprocess(img: &Rgb, size: usize) -> Vec<f32> {
+    normalize(&resize_bicubic(&pad_square(img), size, size))
+}
+
+/// An image as a caller has it: encoded file bytes, or pixels a browser already decoded.
+#[derive(Debug, Clone)]
+pub enum Image {
+    Encoded(Vec<u8>),
+    /// 8-bit RGBA rows (a canvas's `ImageData`); alpha is dropped as in [`decode`].
+    Rgba { width: usize, height: usize, data: Vec<u8> },
+}
+
+impl Image {
+    pub fn rgb(&self) -> Result<Rgb> {
+        match self {
+            Image::Encoded(bytes) => decode(bytes),
+            Image::Rgba { width, height, data } => {
+                if *width == 0 || *height == 0 || data.len() != width * height * 4 {
+                    bail!(Input, "the image has {} RGBA bytes for {width}x{height} pixels", data.len());
+                }
+                Ok(Rgb { width: *width, height: *height, data: data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect() })
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use crate::bail;
 use crate::error::{MgmError, Result};
 use crate::model::mgm::ImageFeatures;
 use crate::model::Mgm;
-use crate::preprocess::preprocess;
+use crate::preprocess::{preprocess, Image};
 use crate::text::template::{label_images, pieces, render, sentinel_ids, Piece, Role, Template, GEN_SUFFIX, IMAGE_TOKEN};
 use crate::text::Tokenizer;
 
@@ -49,7 +49,7 @@ impl Prompt {
         tok: &Tokenizer,
         template: Template,
         turns: &[(Role, &str)],
-        images: &[Vec<u8>],
+        images: &[Image],
         gen_prompt: bool,
         keep_aux: bool,
     ) -> Result<Self> {
@@ -76,8 +76,9 @@ impl Prompt {
         if let Some(v) = vision {
             let size = v.config.image_size_aux;
             let device = model.gemma.embed_tokens.blocks[0].device();
-            for (k, bytes) in images.iter().enumerate() {
-                let pixels = preprocess(bytes, size).map_err(|e| MgmError::Input(format!("image {}: {}", k + 1, e.message())))?;
+            for (k, image) in images.iter().enumerate() {
+                let rgb = image.rgb().map_err(|e| MgmError::Input(format!("image {}: {}", k + 1, e.message())))?;
+                let pixels = preprocess(&rgb, size);
                 let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
                 encoded.push(v.encode(hr, false, keep_aux));
             }

@@ -90,10 +90,11 @@ pub async fn generate(
         if budget == 0 {
             break Finish::Length;
         }
-        ids.push(next);
+        // A stop request drops the token it refused, so the reply is exactly what was streamed.
         if !on_token(next) {
             break Finish::Aborted;
         }
+        ids.push(next);
         if opts.stop_ids.contains(&next) {
             break Finish::Stop;
         }

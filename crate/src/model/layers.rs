@@ -34,6 +34,12 @@ impl Linear {
 /// row blocks of at most this size.
 pub const BLOCK_BYTES: usize = 64 << 20;
 
+/// Rows of a `[rows, cols]` table per block: at most [`BLOCK_BYTES`] of f32. The converter
+/// splits the embedding at the same rows, so each block is one upload.
+pub fn block_rows(rows: usize, cols: usize) -> usize {
+    (BLOCK_BYTES / (cols * 4)).clamp(1, rows.max(1))
+}
+
 /// A `[rows, dim]` table stored as row blocks; serves lookups and the tied LM head.
 pub struct Embedding {
     pub blocks: Vec<Tensor<2>>,
@@ -43,7 +49,7 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn load(w: &mut Loader, name: &str, rows: usize, dim: usize) -> Result<Self> {
-        let rows_per_block = (BLOCK_BYTES / (dim * 4)).clamp(1, rows);
+        let rows_per_block = block_rows(rows, dim);
         let mut blocks = Vec::new();
         for start in (0..rows).step_by(rows_per_block) {
             blocks.push(w.get_rows(name, [rows, dim], start..(start + rows_per_block).min(rows))?);

@@ -1,11 +1,12 @@
 //! The web bundle: `manifest.json` + shard files + `tokenizer.json`, servable by any static web
 //! server (format: docs/bundle-format.md). Shards are read whole (in the browser they arrive by
-//! fetch), verified by sha256 before use, and at most two are held at once.
+//! fetch), verified by sha256 before use, uploaded, and dropped.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
+use burn::tensor::{Device, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
 use super::quant::{self, Storage};
@@ -137,41 +138,66 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Serves a bundle's tensors to the model loader, fetching and verifying shards as needed.
-pub struct BundleReader<S: ByteSource> {
+/// A bundle's tensors on the device, filled shard by shard as the bytes arrive (read from disk,
+/// or fetched by the browser, in any order). A shard is verified, its parts uploaded, and its
+/// bytes can go: host memory holds one shard at a time, whatever the model size.
+pub struct BundleStore {
     pub manifest: Manifest,
-    source: S,
+    device: Device,
     index: HashMap<String, usize>,
-    /// Most recently used last; at most two shards are held.
-    held: Vec<(usize, Vec<u8>)>,
+    /// Uploaded parts per tensor, `[rows, cols]` each, taken by the model as it loads.
+    parts: HashMap<String, Vec<([usize; 2], Tensor<2>)>>,
+    loaded: Vec<bool>,
 }
 
-impl<S: ByteSource> BundleReader<S> {
-    pub fn new(manifest: Manifest, source: S) -> Self {
+impl BundleStore {
+    /// Checks the manifest's config and the tokenizer before any shard is fetched.
+    pub fn open(manifest: Manifest, tokenizer: &[u8], device: &Device) -> Result<(Self, crate::text::Tokenizer)> {
+        let config = manifest.mgm_config()?;
+        let tokenizer = super::open_tokenizer(tokenizer, &config, &format!("bundle {}", manifest.tokenizer))?;
         let index = manifest.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        BundleReader { manifest, source, index, held: Vec::new() }
+        let loaded = vec![false; manifest.shards.len()];
+        Ok((BundleStore { manifest, device: device.clone(), index, parts: HashMap::new(), loaded }, tokenizer))
     }
 
-    /// Fetches shard `i` (checking its size and sha256) unless held.
-    fn shard(&mut self, i: usize) -> Result<&[u8]> {
-        if let Some(pos) = self.held.iter().position(|(s, _)| *s == i) {
-            let entry = self.held.remove(pos);
-            self.held.push(entry);
-        } else {
-            let info = &self.manifest.shards[i];
-            let bytes = self.source.fetch(&info.file)?;
-            if bytes.len() as u64 != info.size {
-                bail!(Format, "shard {}: {} bytes, expected {} (truncated or wrong file)", info.file, bytes.len(), info.size);
-            }
-            if sha256_hex(&bytes) != info.sha256 {
-                bail!(Format, "shard {}: sha256 does not match the manifest (corrupted download?)", info.file);
-            }
-            if self.held.len() == 2 {
-                self.held.remove(0);
-            }
-            self.held.push((i, bytes));
+    /// Verifies shard `i` (size and sha256) and uploads every tensor part it holds.
+    pub fn add_shard(&mut self, i: usize, bytes: &[u8]) -> Result<()> {
+        let Some(info) = self.manifest.shards.get(i) else { bail!(Input, "bundle: there is no shard {i}") };
+        if bytes.len() as u64 != info.size {
+            bail!(Format, "shard {}: {} bytes, expected {} (truncated or wrong file)", info.file, bytes.len(), info.size);
         }
-        Ok(&self.held.last().expect("just pushed").1)
+        if sha256_hex(bytes) != info.sha256 {
+            bail!(Format, "shard {}: sha256 does not match the manifest (corrupted download?)", info.file);
+        }
+        if std::mem::replace(&mut self.loaded[i], true) {
+            return Ok(());
+        }
+        for t in &self.manifest.tensors {
+            let cols: usize = t.shape.iter().skip(1).product();
+            for p in t.parts.iter().filter(|p| p.shard == i) {
+                let bytes = &bytes[p.offset as usize..(p.offset + p.length) as usize];
+                let rows = p.rows[1] - p.rows[0];
+                let data = if t.storage.is_quantized() {
+                    let (q, scales) = quant::split_quantized(bytes, rows * cols, t.storage);
+                    super::quantized_data(&q, &scales, [rows, cols], t.storage)
+                } else {
+                    TensorData::new(quant::decode(bytes, rows * cols, t.storage), [rows, cols])
+                };
+                self.parts.entry(t.name.clone()).or_default().push((p.rows, Tensor::from_data(data, &self.device)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the model from the uploaded tensors; every shard must be in.
+    pub fn finish(mut self, on_progress: crate::events::OnProgress) -> Result<crate::model::Mgm> {
+        if let Some(i) = self.loaded.iter().position(|l| !l) {
+            bail!(Missing, "bundle: shard {} was not loaded", self.manifest.shards[i].file);
+        }
+        let config = self.manifest.mgm_config()?;
+        let total = self.manifest.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
+        let device = self.device.clone();
+        super::load_model(&mut self, total, &config, &device, on_progress)
     }
 
     fn entry(&self, name: &str, shape: &[usize]) -> Result<&TensorEntry> {
@@ -182,67 +208,47 @@ impl<S: ByteSource> BundleReader<S> {
         }
         Ok(t)
     }
-
-    /// The stored bytes of rows `rows`, gathered over parts, with the storage type.
-    fn rows_bytes(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<(Vec<u8>, Storage, usize)> {
-        let t = self.entry(name, shape)?.clone();
-        let cols: usize = shape.iter().skip(1).product();
-        // Quantized rows keep values and scales apart, so gather each side separately.
-        let (mut values, mut scales) = (Vec::new(), Vec::new());
-        for p in t.parts.iter().filter(|p| p.rows[0] < rows.end && p.rows[1] > rows.start) {
-            let (r0, r1) = (rows.start.max(p.rows[0]) - p.rows[0], rows.end.min(p.rows[1]) - p.rows[0]);
-            let part_rows = p.rows[1] - p.rows[0];
-            let shard = self.shard(p.shard)?;
-            let bytes = &shard[p.offset as usize..(p.offset + p.length) as usize];
-            let (v, s) = split_rows(bytes, t.storage, part_rows, cols, r0..r1);
-            values.extend_from_slice(v);
-            scales.extend_from_slice(s);
-        }
-        values.extend(scales);
-        Ok((values, t.storage, rows.len() * cols))
-    }
 }
 
-/// Rows `rows` of one part: (value bytes, scale bytes); scale bytes are empty for floats.
-fn split_rows(bytes: &[u8], storage: Storage, part_rows: usize, cols: usize, rows: Range<usize>) -> (&[u8], &[u8]) {
-    let row_bytes = storage.bytes(1, cols);
-    match storage {
-        Storage::F32 | Storage::F16 => (&bytes[rows.start * row_bytes..rows.end * row_bytes], &[]),
-        Storage::Q8 | Storage::Q4 => {
-            let vals = if storage == Storage::Q8 { cols } else { cols / 2 };
-            let scales = 2 * cols / quant::BLOCK;
-            let (v, s) = bytes.split_at(part_rows * vals);
-            (&v[rows.start * vals..rows.end * vals], &s[rows.start * scales..rows.end * scales])
-        }
-    }
-}
-
-impl<S: ByteSource> WeightSource for BundleReader<S> {
+impl WeightSource for BundleStore {
     fn has(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
 
-    fn read(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Vec<f32>> {
-        let (bytes, storage, n) = self.rows_bytes(name, shape, rows)?;
-        Ok(quant::decode(&bytes, n, storage))
+    fn read(&mut self, name: &str, _: &[usize], _: Range<usize>) -> Result<Vec<f32>> {
+        bail!(Format, "bundle: tensor {name} is on the device; it has no host copy")
     }
 
-    fn read_quantized(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
-        if !self.entry(name, shape)?.storage.is_quantized() {
-            return Ok(None);
+    /// The parts covering `rows`, taken from the store: a part the request covers is used as
+    /// is (the converter splits the embedding at its lookup blocks), others are sliced or joined.
+    fn uploaded(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<Tensor<2>>> {
+        let parts = self.entry(name, shape)?.parts.clone();
+        let mut pieces = Vec::new();
+        for p in parts.iter().filter(|p| p.rows[0] < rows.end && p.rows[1] > rows.start) {
+            let held = self.parts.get_mut(name).and_then(|v| v.iter().position(|(r, _)| *r == p.rows).map(|k| (v, k)));
+            let Some((held, k)) = held else {
+                bail!(Missing, "bundle: tensor {name} rows {:?} are not loaded (shard {})", p.rows, self.manifest.shards[p.shard].file)
+            };
+            let (a, b) = (rows.start.max(p.rows[0]) - p.rows[0], rows.end.min(p.rows[1]) - p.rows[0]);
+            pieces.push(if (a, b) == (0, p.rows[1] - p.rows[0]) { held.remove(k).1 } else { held[k].1.clone().slice_dim(0, a..b) });
         }
-        let (bytes, storage, n) = self.rows_bytes(name, shape, rows)?;
-        let (q, scales) = quant::split_quantized(&bytes, n, storage);
-        Ok(Some((q, scales, storage)))
+        Ok(Some(if pieces.len() == 1 { pieces.remove(0) } else { Tensor::cat(pieces, 0) }))
     }
 }
 
-/// Loads a bundle: manifest, tokenizer, then every tensor the model asks for.
-pub fn load<S: ByteSource>(mut source: S, device: &burn::tensor::Device, on_progress: crate::events::OnProgress) -> Result<(crate::model::Mgm, crate::text::Tokenizer)> {
+/// Loads a bundle: manifest and tokenizer, then each shard in turn (fetched, verified, uploaded,
+/// dropped), then the model from the device-resident tensors.
+pub fn load<S: ByteSource>(mut source: S, device: &Device, on_progress: crate::events::OnProgress) -> Result<(crate::model::Mgm, crate::text::Tokenizer)> {
     let manifest = Manifest::parse(&source.fetch("manifest.json")?)?;
-    let config = manifest.mgm_config()?;
-    let tokenizer = super::open_tokenizer(&source.fetch(&manifest.tokenizer)?, &config, &format!("bundle {}", manifest.tokenizer))?;
-    let total = manifest.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
-    let mut reader = BundleReader::new(manifest, source);
-    Ok((super::load_model(&mut reader, total, &config, device, on_progress)?, tokenizer))
+    let tokenizer = source.fetch(&manifest.tokenizer)?;
+    let (mut store, tokenizer) = BundleStore::open(manifest, &tokenizer, device)?;
+    let total = store.manifest.shards.iter().map(|s| s.size).sum();
+    let mut done = 0;
+    for i in 0..store.manifest.shards.len() {
+        let bytes = source.fetch(&store.manifest.shards[i].file)?;
+        store.add_shard(i, &bytes)?;
+        done += bytes.len() as u64;
+        on_progress(crate::events::Progress { phase: "upload", done, total });
+    }
+    Ok((store.finish(on_progress)?, tokenizer))
 }

@@ -16,6 +16,8 @@ use crate::config::MgmConfig;
 use crate::error::{MgmError, Result};
 use crate::events::{OnProgress, Progress};
 
+const EMBEDDING: &str = "model.embed_tokens.weight";
+
 /// A `--quant` preset: what each tensor is stored as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -52,7 +54,7 @@ impl Preset {
     /// the projectors stay f16; vectors (norms, biases) stay f32.
     pub fn storage(self, name: &str, shape: &[usize]) -> Storage {
         let matrix = shape.len() >= 2;
-        let gemma = name == "model.embed_tokens.weight" || (name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
+        let gemma = name == EMBEDDING || (name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
         let blockable = shape.len() == 2 && shape[1] % quant::BLOCK == 0;
         match self {
             _ if !matrix => Storage::F32,
@@ -158,7 +160,11 @@ pub fn convert(hf_dir: &Path, out_dir: &Path, preset: Preset, shard_bytes: u64, 
         let storage = preset.storage(name, &shape);
         let (rows, cols) = (shape.first().copied().unwrap_or(1), shape.iter().skip(1).product::<usize>().max(1));
         let row_bytes = storage.bytes(1, cols) as u64;
-        let part_rows = ((w.limit / row_bytes.max(1)) as usize).clamp(1, rows);
+        let fit = ((w.limit / row_bytes.max(1)) as usize).clamp(1, rows);
+        // The embedding is looked up in row blocks; one part per block is one upload per block,
+        // so the loader never slices a quantized tensor.
+        let table_block = crate::model::layers::block_rows(rows, cols);
+        let part_rows = if name == EMBEDDING && fit >= table_block { table_block } else { fit };
         let chunk_rows = ((32 << 20) / (4 * cols)).clamp(1, part_rows);
         let mut parts = Vec::new();
         for p0 in (0..rows).step_by(part_rows) {

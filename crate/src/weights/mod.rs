@@ -28,6 +28,11 @@ pub trait WeightSource {
     fn read_quantized(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
         Ok(None)
     }
+    /// The same rows as a tensor already on the device (`[rows, cols]`), when the store uploads
+    /// as it receives bytes (a bundle); `None` means read them from the host.
+    fn uploaded(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<Tensor<2>>> {
+        Ok(None)
+    }
 }
 
 /// Builds device tensors from a source.
@@ -38,6 +43,9 @@ pub struct Loader<'a> {
 
 impl Loader<'_> {
     pub fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        if let Some(t) = self.source.uploaded(name, &shape, 0..shape[0])? {
+            return Ok(t.reshape(shape));
+        }
         let values = self.source.read(name, &shape, 0..shape[0])?;
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
     }
@@ -47,6 +55,9 @@ impl Loader<'_> {
     /// matmul dequantizes inside the kernel.
     pub fn get_rows(&mut self, name: &str, shape: [usize; 2], rows: Range<usize>) -> Result<Tensor<2>> {
         let dims = [rows.len(), shape[1]];
+        if let Some(t) = self.source.uploaded(name, &shape, rows.clone())? {
+            return Ok(t);
+        }
         if let Some((q, scales, storage)) = self.source.read_quantized(name, &shape, rows.clone())? {
             return Ok(Tensor::from_data(quantized_data(&q, &scales, dims, storage), &self.device));
         }
@@ -62,7 +73,7 @@ impl Loader<'_> {
 
 /// Burn's packed layout for block-quantized values: u32 words along the row (q8: four values,
 /// q4: eight two's-complement nibbles, lowest bits first), then the f32 block scales.
-fn quantized_data(q: &[i8], scales: &[f32], dims: [usize; 2], storage: Storage) -> TensorData {
+pub(crate) fn quantized_data(q: &[i8], scales: &[f32], dims: [usize; 2], storage: Storage) -> TensorData {
     let (value, bits) = if storage == Storage::Q8 { (QuantValue::Q8S, 8) } else { (QuantValue::Q4S, 4) };
     let per_word = 32 / bits;
     let mask = (1u32 << bits) - 1;
@@ -135,6 +146,15 @@ impl WeightSource for Counted<'_> {
         let out = self.inner.read_quantized(name, shape, rows)?;
         if let Some((q, _, _)) = &out {
             self.count(q.len());
+        }
+        Ok(out)
+    }
+
+    fn uploaded(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<Tensor<2>>> {
+        let cols: usize = shape.iter().skip(1).product();
+        let out = self.inner.uploaded(name, shape, rows.clone())?;
+        if out.is_some() {
+            self.count(rows.len() * cols);
         }
         Ok(out)
     }

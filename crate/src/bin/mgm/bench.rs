@@ -209,7 +209,7 @@ fn run_mgm(a: &Args) -> Result<()> {
         for pass in 0..2 {
             let sync = |t: Tensor<2>| read_f32(t.slice([0..1, 0..1]));
             let t = now_ms();
-            let pixels = mgm::preprocess::preprocess(&bytes, v.image_size_aux)?;
+            let pixels = mgm::preprocess::preprocess(&mgm::preprocess::decode(&bytes)?, v.image_size_aux);
             let preprocess_ms = now_ms() - t;
             let size = v.image_size_aux;
             let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);

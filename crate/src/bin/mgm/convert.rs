@@ -16,14 +16,14 @@ pub struct Args {
     /// q4 (default): Gemma's matrices int4; q8: int8; f16; f32. Vision and projectors stay f16.
     #[arg(long, default_value = "q4", value_parser = ["q4", "q8", "f16", "f32"])]
     quant: String,
-    /// Largest shard file, MiB.
-    #[arg(long, default_value_t = 64)]
-    shard_mib: u64,
+    /// Largest shard file, MiB (fractions allowed).
+    #[arg(long, default_value_t = 64.0)]
+    shard_mib: f64,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let t0 = mgm::device::now_ms();
-    let report = convert(&a.model, &a.out, a.quant.parse::<Preset>()?, a.shard_mib << 20, &mut crate::progress_bar)?;
+    let report = convert(&a.model, &a.out, a.quant.parse::<Preset>()?, (a.shard_mib * (1u64 << 20) as f64) as u64, &mut crate::progress_bar)?;
     eprintln!(
         "{}: {} tensors in {} shards, {:.1} MiB, {} preset, verified, in {:.1} s, peak RSS {:.2} GiB",
         a.out.display(),

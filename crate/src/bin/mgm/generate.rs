@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use mgm::device::{self, Backend};
 use mgm::error::{MgmError, Result};
+use mgm::generate::chat::{chat, ChatRequest};
 use mgm::generate::prompt::Prompt;
-use mgm::generate::{generate, GenerateOptions, Sampling};
+use mgm::generate::{GenerateOptions, Sampling};
 use mgm::model::mgm::ImageFeatures;
-use mgm::text::stream::TextStream;
-use mgm::text::template::{image_prompt, Role, Template};
+use mgm::preprocess::Image;
+use mgm::text::template::{Role, Template};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,39 +65,30 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let load_ms = device::now_ms() - t0;
 
-    let t1 = device::now_ms();
-    let template = if a.template == "none" { Template::None } else { Template::Gemma };
-    let prompt = Prompt::chat(&model, &tok, template, &[(Role::User, &a.prompt)], &images, a.gen_prompt, a.dump.is_some())?;
-    let embeds = prompt.embed(&model)?;
-    let image_ms = if images.is_empty() { 0.0 } else { read_f32(embeds.clone().slice_dim(1, 0..1)).map(|_| device::now_ms() - t1)? };
-
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        sampling: Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed },
-        stop_ids: tok.stop_ids(),
-        prompt_logits: a.dump.is_some(),
+    let request = ChatRequest {
+        turns: vec![(Role::User, a.prompt.clone())],
+        images: images.into_iter().map(Image::Encoded).collect(),
+        template: if a.template == "none" { Template::None } else { Template::Gemma },
+        gen_prompt: a.gen_prompt,
+        options: GenerateOptions {
+            max_new_tokens: a.max_new_tokens,
+            sampling: Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed },
+            stop_ids: tok.stop_ids(),
+            prompt_logits: a.dump.is_some(),
+        },
+        attention: false,
+        keep_aux: a.dump.is_some(),
     };
-    let mut stream = TextStream::default();
-    let mut failed = None;
-    let out = pollster::block_on(generate(&model.gemma, embeds, &opts, &mut |id| {
+    let reply = pollster::block_on(chat(&model, &tok, &request, &mut |_, text| {
         if !a.json {
-            match stream.push(&tok, id) {
-                Ok(text) => {
-                    print!("{text}");
-                    let _ = std::io::stdout().flush();
-                }
-                Err(e) => failed = Some(e),
-            }
+            print!("{text}");
+            let _ = std::io::stdout().flush();
         }
-        failed.is_none()
+        true
     }))?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let text = tok.decode(&out.ids, true)?;
-    let image_prompt = if a.gen_prompt { image_prompt(&text) } else { None };
+    let (prompt, out, text, image_ms) = (&reply.prompt, &reply.generation, &reply.text, reply.image_ms);
     if let Some(path) = &a.dump {
-        dump(path, &prompt, out.prompt_logits.as_deref().unwrap_or_default())?;
+        dump(path, prompt, out.prompt_logits.as_deref().unwrap_or_default())?;
     }
     let t = &out.timings;
     if a.json {
@@ -110,13 +102,13 @@ pub fn run(a: Args) -> Result<()> {
                 "prefill_tokens_per_s": t.prefill_tok_s(), "decode_tokens_per_s": t.decode_tok_s(),
             },
         });
-        if let Some(p) = image_prompt {
-            json["image_prompt"] = p.into();
+        if let Some(p) = &reply.image_prompt {
+            json["image_prompt"] = p.clone().into();
         }
         println!("{json}");
     } else {
         println!();
-        if let Some(p) = image_prompt {
+        if let Some(p) = &reply.image_prompt {
             println!("image prompt: {p}");
         }
         eprintln!(
@@ -125,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
             t.prefill_tok_s(),
             out.ids.len(),
             t.decode_tok_s(),
-            if images.is_empty() { String::new() } else { format!(", images encoded in {image_ms:.0} ms") }
+            if prompt.images.is_empty() { String::new() } else { format!(", images encoded in {image_ms:.0} ms") }
         );
     }
     Ok(())

@@ -1,0 +1,133 @@
+// Types for mgm-web: Mini-Gemini (MGM-2B) in the browser on WebGPU.
+
+export interface SupportReport {
+  supported: boolean;
+  /** Why not, in words a user can act on (when `supported` is false). */
+  reason?: string;
+  adapter?: { vendor: string; architecture: string; device: string; description: string; fallback: boolean };
+  limits?: { maxBufferSize: number; maxStorageBufferBindingSize: number };
+  shaderF16?: boolean;
+}
+
+export interface LoadProgress {
+  /** download: bytes arriving (from the network or the cache); verify: sha256 checked;
+   *  upload: tensors in GPU memory; compile: the decoder's first run (0 then 1). */
+  phase: 'download' | 'verify' | 'upload' | 'compile';
+  loaded: number;
+  total: number;
+  file?: string;
+}
+
+export interface LoadOptions {
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+  /** Keep shards in the Cache API and read them from there next time (default true). */
+  cache?: boolean;
+  /** Run the engine in a Web Worker (default true). */
+  worker?: boolean;
+}
+
+export interface EngineInfo {
+  url: string;
+  device: string;
+  preset: string;
+  vocab_size: number;
+  layers: number;
+  context: number;
+  vision: boolean;
+  generation: { temperature: number; top_p: number; top_k: number; max_new_tokens: number };
+  bytes: number;
+  from_cache: boolean;
+  load_ms: number;
+  /** wasm linear memory after loading (it never shrinks: the peak). */
+  wasm_memory_bytes: number;
+}
+
+/** Encoded image bytes (decoded like the native CLI), a URL or data URL, or browser pixels. */
+export type ImageInput = Blob | File | ArrayBuffer | Uint8Array | ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | string;
+
+export type ContentPart =
+  | { type: 'text'; text: string }
+  | { type: 'image'; image: ImageInput }
+  | { type: 'image_url'; image_url: { url: string } | string };
+
+export interface Message {
+  role: 'system' | 'user' | 'assistant';
+  content: string | ContentPart[];
+}
+
+export interface ChatParams {
+  messages: Message[];
+  stream?: boolean;
+  /** 0 is greedy; defaults come from the bundle (MGM's demo: 0.2). */
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  max_tokens?: number;
+  seed?: number;
+  signal?: AbortSignal;
+  /** Ask for a text-to-image prompt (MGM's generation mode, ` <GEN>`). */
+  image_prompt?: boolean;
+  /** Return each image's patch-info-mining attention (for a heat map). */
+  attention?: boolean;
+  /** 'wasm' (default): the image crate decodes file bytes, as natively; 'browser': createImageBitmap. */
+  decode?: 'wasm' | 'browser';
+  onToken?: (text: string, id: number) => void;
+  onImagePrompt?: (prompt: string) => void;
+}
+
+export interface ImageMining {
+  /** Low-res tokens (a square grid). */
+  tokens: number;
+  /** Side of each token's high-res window. */
+  window: number;
+  /** `[tokens, window * window]`, row-major; each row sums to 1. Present with `attention: true`. */
+  attention?: Float32Array;
+}
+
+export interface ChatResult {
+  text: string;
+  ids: number[];
+  /** The prompt's ids, -200 where an image's tokens go. */
+  prompt_ids: number[];
+  finish_reason: 'stop' | 'length' | 'abort';
+  /** What the model wrote inside <h>...</h>, when asked with `image_prompt`. */
+  image_prompt: string | null;
+  usage: {
+    prompt_tokens: number;
+    completion_tokens: number;
+    total_tokens: number;
+    image_encode_ms: number;
+    prefill_ms: number;
+    decode_ms: number;
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+  };
+  images: ImageMining[];
+  wasm_memory_bytes: number;
+}
+
+export interface ChatStream extends AsyncIterable<string> {
+  result: Promise<ChatResult>;
+}
+
+export declare class Engine {
+  readonly info: EngineInfo;
+  chat(params: ChatParams & { stream: true }): ChatStream;
+  chat(params: ChatParams & { stream?: false }): Promise<ChatResult>;
+  unload(): Promise<void>;
+}
+
+/** Errors carry a `code`: input, format, missing, mismatch, device, network, abort, io. */
+export interface MgmError extends Error {
+  code: string;
+}
+
+export declare const MGM: {
+  checkSupport(): Promise<SupportReport>;
+  load(bundleUrl: string, options?: LoadOptions): Promise<Engine>;
+  isCached(bundleUrl: string): Promise<boolean>;
+  deleteCached(bundleUrl: string): Promise<number>;
+};
+
+export default MGM;

@@ -1,0 +1,118 @@
+// Shared by the browser tests and the browser benchmark: a static server, Debian's Chromium with
+// WebGPU on its CPU adapter (SwiftShader), the native CLI for reference answers, and a reporter.
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { chromium } from 'playwright-core';
+
+export const ROOT = path.resolve(import.meta.dirname, '../..');
+export const OUT = path.join(ROOT, 'target/browser-tests');
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
+  '.json': 'application/json', '.css': 'text/css', '.png': 'image/png', '.jpg': 'image/jpeg', '.svg': 'image/svg+xml',
+  '.webmanifest': 'application/manifest+json', '.bin': 'application/octet-stream',
+};
+
+/// Serves `root` on 127.0.0.1; `cors` lets pages of another origin fetch (a bundle on a CDN).
+export async function serve(root, { cors = false } = {}) {
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    let file = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    if (!file.startsWith(root)) return res.writeHead(403).end();
+    if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
+    const headers = { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' };
+    if (cors) headers['access-control-allow-origin'] = '*';
+    fs.stat(file, (err, st) => {
+      if (err || !st.isFile()) return res.writeHead(404, headers).end('not found');
+      res.writeHead(200, { ...headers, 'content-length': st.size });
+      fs.createReadStream(file).pipe(res);
+    });
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const close = () => new Promise((r) => {
+    for (const s of sockets) s.destroy();
+    server.close(() => r());
+  });
+  return { url: `http://127.0.0.1:${server.address().port}`, close };
+}
+
+export const MGM_BIN = process.env.MGM_BIN ?? path.join(ROOT, 'target/debug/mgm');
+
+/// Runs the native CLI; its stdout.
+export function mgm(args) {
+  const r = spawnSync(MGM_BIN, args, { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`mgm ${args.join(' ')} failed (${r.status}): ${r.stderr || r.error}`);
+  return r.stdout;
+}
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu',
+];
+
+export function launch() {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+}
+
+/// A page that logs its errors to our output, prefixed.
+export async function newPage(context) {
+  const page = await context.newPage();
+  page.on('console', (m) => (m.type() === 'error' || process.env.MGM_BROWSER_LOG) && console.log(`     [page ${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => console.log(`     [page error] ${e.message}`));
+  return page;
+}
+
+export class Suite {
+  constructor(name) {
+    this.name = name;
+    this.passed = 0;
+    this.failed = 0;
+    console.log(`# ${name}`);
+  }
+  async test(name, fn) {
+    const t0 = Date.now();
+    try {
+      await fn();
+      this.passed++;
+      console.log(`ok   ${name} (${((Date.now() - t0) / 1e3).toFixed(1)} s)`);
+    } catch (e) {
+      this.failed++;
+      console.log(`FAIL ${name}\n     ${String(e.stack ?? e).split('\n').slice(0, 6).join('\n     ')}`);
+    }
+  }
+  finish() {
+    console.log(`${this.name}: ${this.passed} passed, ${this.failed} failed`);
+    if (this.failed) process.exitCode = 1;
+  }
+}
+
+export function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+export function assertEq(got, want, what) {
+  const [g, w] = [JSON.stringify(got), JSON.stringify(want)];
+  if (g !== w) throw new Error(`${what}:\n       got  ${g.slice(0, 400)}\n       want ${w.slice(0, 400)}`);
+}
+
+/// The tiny MGM fixture as a bundle in small shards (so downloads run in parallel), plus broken
+/// copies; returns their directory.
+export function tinyBundles() {
+  const dir = path.join(OUT, 'bundles');
+  fs.rmSync(dir, { recursive: true, force: true });
+  mgm(['convert', '--model', 'tests/fixtures/mgm_tiny', '--out', path.join(dir, 'tiny'), '--shard-mib', '0.1']);
+  fs.cpSync(path.join(dir, 'tiny'), path.join(dir, 'bad-hash'), { recursive: true });
+  const shard = path.join(dir, 'bad-hash', 'shard-00001.bin');
+  const bytes = fs.readFileSync(shard);
+  bytes[100] ^= 0xff;
+  fs.writeFileSync(shard, bytes);
+  fs.cpSync(path.join(dir, 'tiny'), path.join(dir, 'missing-shard'), { recursive: true });
+  fs.rmSync(path.join(dir, 'missing-shard', 'shard-00002.bin'));
+  return dir;
+}
