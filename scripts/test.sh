@@ -17,3 +17,4 @@ scripts/build-pkg.sh
 echo "== browser tests (headless Chromium, WebGPU)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 node tests/browser/pkg.test.mjs
+node tests/browser/web.test.mjs

@@ -1,46 +1,15 @@
 // Shared by the browser tests and the browser benchmark: a static server, Debian's Chromium with
 // WebGPU on its CPU adapter (SwiftShader), the native CLI for reference answers, and a reporter.
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
+import { serve } from '../../scripts/serve.mjs';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const OUT = path.join(ROOT, 'target/browser-tests');
 
-const TYPES = {
-  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
-  '.json': 'application/json', '.css': 'text/css', '.png': 'image/png', '.jpg': 'image/jpeg', '.svg': 'image/svg+xml',
-  '.webmanifest': 'application/manifest+json', '.bin': 'application/octet-stream',
-};
-
-/// Serves `root` on 127.0.0.1; `cors` lets pages of another origin fetch (a bundle on a CDN).
-export async function serve(root, { cors = false } = {}) {
-  const sockets = new Set();
-  const server = http.createServer((req, res) => {
-    let file = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    if (!file.startsWith(root)) return res.writeHead(403).end();
-    if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
-    const headers = { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' };
-    if (cors) headers['access-control-allow-origin'] = '*';
-    fs.stat(file, (err, st) => {
-      if (err || !st.isFile()) return res.writeHead(404, headers).end('not found');
-      res.writeHead(200, { ...headers, 'content-length': st.size });
-      fs.createReadStream(file).pipe(res);
-    });
-  });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const close = () => new Promise((r) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => r());
-  });
-  return { url: `http://127.0.0.1:${server.address().port}`, close };
-}
+export { serve };
 
 export const MGM_BIN = process.env.MGM_BIN ?? path.join(ROOT, 'target/debug/mgm');
 
