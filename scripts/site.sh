@@ -13,6 +13,8 @@ rm -rf "$out"
 mkdir -p "$out/pkg" "$out/models"
 cp -r web/. "$out/"
 cp -r pkg/src pkg/wasm "$out/pkg/"
+# The benchmark page's default image.
+cp tests/fixtures/images/landscape.png "$out/bench.png"
 note=""
 if [[ -z "$model" ]]; then
   name=demo

@@ -277,6 +277,19 @@ export class Host {
   }
 
   async call(type, payload, onEvent, signal) {
+    try {
+      return await this.dispatch(type, payload, onEvent, signal);
+    } catch (e) {
+      if (!(e instanceof WebAssembly.RuntimeError)) throw e;
+      // A trap leaves the wasm instance unusable: drop the engine and say what to do.
+      this.core = null;
+      const err = mgmError(`the engine stopped (${e.message}); this is often the GPU running out of memory. Load the model again (in-page engines: reload the page); if it keeps happening, please report it.`, 'device');
+      err.fatal = true;
+      throw err;
+    }
+  }
+
+  async dispatch(type, payload, onEvent, signal) {
     switch (type) {
       case 'load': {
         this.core?.unload();

@@ -21,18 +21,24 @@ class WorkerBackend {
         this.pending.delete(m.id);
         if (m.type === 'done') p.resolve(m.value);
         else p.reject(Object.assign(new Error(m.error.message), { name: m.error.name, code: m.error.code }));
+        // After a trap the worker's wasm is unusable: it goes, and later calls say so.
+        if (m.error?.fatal) this.fail(m.error.message);
       } else p.onEvent(m);
     };
-    this.worker.onerror = (e) => {
-      const err = mgmError(`the engine's worker failed: ${e.message ?? 'unknown error'}`, 'internal');
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-    };
+    this.worker.onerror = (e) => this.fail(`the engine's worker failed: ${e.message ?? 'unknown error'}`);
+  }
+
+  fail(reason) {
+    this.dead = reason;
+    this.worker.terminate();
+    for (const p of this.pending.values()) p.reject(mgmError(reason, 'device'));
+    this.pending.clear();
   }
 
   call(type, payload, onEvent, signal) {
     const id = nextId++;
     return new Promise((resolve, reject) => {
+      if (this.dead) return reject(mgmError(`${this.dead} (load the model again)`, 'device'));
       this.pending.set(id, { resolve, reject, onEvent });
       signal?.addEventListener('abort', () => this.worker.postMessage({ type: 'abort', target: id }), { once: true });
       this.worker.postMessage({ id, type, payload });
@@ -53,19 +59,20 @@ class LocalBackend {
   terminate() {}
 }
 
-/// Page-side image objects a worker cannot receive become ImageBitmaps.
+/// Page-side image objects a worker cannot receive become ImageBitmaps, and relative URLs are
+/// resolved against the page (a worker would resolve them against its own script).
 async function portable(messages) {
+  const absolute = (u) => (typeof u === 'string' && globalThis.location ? new URL(u, location.href).href : u);
   const convert = async (img) =>
     typeof HTMLImageElement !== 'undefined' && (img instanceof HTMLImageElement || img instanceof HTMLCanvasElement || img instanceof HTMLVideoElement)
       ? createImageBitmap(img)
-      : img;
-  return Promise.all(
-    messages.map(async (m) =>
-      typeof m.content === 'string' || !Array.isArray(m.content)
-        ? m
-        : { ...m, content: await Promise.all(m.content.map(async (p) => (p.type === 'image' ? { ...p, image: await convert(p.image) } : p))) },
-    ),
-  );
+      : absolute(img);
+  const part = async (p) => {
+    if (p.type === 'image') return { ...p, image: await convert(p.image) };
+    if (p.type === 'image_url') return { ...p, image_url: { url: absolute(p.image_url?.url ?? p.image_url) } };
+    return p;
+  };
+  return Promise.all(messages.map(async (m) => (Array.isArray(m.content) ? { ...m, content: await Promise.all(m.content.map(part)) } : m)));
 }
 
 /// Text deltas as an async iterable; `result` resolves to the whole reply.

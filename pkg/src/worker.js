@@ -15,7 +15,7 @@ self.onmessage = async ({ data: m }) => {
     const value = await host.call(m.type, m.payload, (event) => self.postMessage({ id: m.id, ...event }), controller.signal);
     self.postMessage({ id: m.id, type: 'done', value });
   } catch (e) {
-    self.postMessage({ id: m.id, type: 'error', error: { message: e?.message ?? String(e), code: e?.code ?? 'internal', name: e?.name ?? 'Error' } });
+    self.postMessage({ id: m.id, type: 'error', error: { message: e?.message ?? String(e), code: e?.code ?? 'internal', name: e?.name ?? 'Error', fatal: !!e?.fatal } });
   } finally {
     aborts.delete(m.id);
   }

@@ -86,6 +86,14 @@ await s.test('an image decoded by the browser (createImageBitmap) gives the same
   assertEq(r.ids, want.generated_ids, 'ids with browser-decoded pixels');
 });
 
+await s.test('an image given by a URL relative to the page is fetched from there', async () => {
+  const r = await page.evaluate(() => engine.chat({
+    messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: '../fixtures/images/landscape.png' } }, { type: 'text', text: 'Describe the image.' }] }],
+    temperature: 0, max_tokens: 16,
+  }));
+  assertEq(r.ids, want.generated_ids, 'ids with an image URL');
+});
+
 await s.test('the same API runs in the page thread ({ worker: false })', async () => {
   const r = await page.evaluate(async (u) => {
     const local = await MGM.load(u, { worker: false, cache: false });

@@ -82,6 +82,15 @@ await s.test('the heat map is drawn from the engine mining weights', async () =>
   await page.screenshot({ path: path.join(shots, 'web-after-answer.png'), fullPage: true });
 });
 
+await s.test('regenerate replaces the last answer (greedy: with the same text)', async () => {
+  const before = await page.locator('#messages li').count();
+  await page.click('#regenerate');
+  await page.waitForFunction(() => window.mgmPage.busy);
+  await idle();
+  assertEq(await page.locator('#messages li').count(), before, 'messages after regenerate');
+  assertEq(await text('#messages li.assistant .text'), want.text, 'regenerated text');
+});
+
 await s.test('stop ends an answer mid-way and the page keeps working', async () => {
   await ask('Tell me more.', [], 200);
   await page.waitForFunction(() => document.querySelector('#messages li.assistant:last-child .text')?.textContent.length > 0);

@@ -2,7 +2,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::weights::Loader;
@@ -65,24 +65,22 @@ impl Embedding {
             let n = v.len();
             Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &device)
         };
-        // A quantized table's rows come back quantized; the prompt is float.
-        let rows = |t: Tensor<2>| if matches!(t.dtype(), DType::QFloat(_)) { t.dequantize() } else { t };
-        if self.blocks.len() == 1 {
-            return rows(self.blocks[0].clone().select(0, index(ids.iter().map(|&i| i as i64).collect())));
-        }
         let mut parts = Vec::new();
         let mut order = Vec::with_capacity(ids.len());
         for (b, block) in self.blocks.iter().enumerate() {
-            let local: Vec<(usize, i64)> = ids
+            let (pos, local): (Vec<usize>, Vec<i64>) = ids
                 .iter()
                 .enumerate()
                 .filter(|(_, id)| **id as usize / self.rows_per_block == b)
                 .map(|(pos, id)| (pos, (*id as usize % self.rows_per_block) as i64))
-                .collect();
+                .unzip();
             if !local.is_empty() {
-                order.extend(local.iter().map(|(pos, _)| *pos));
-                parts.push(rows(block.clone().select(0, index(local.iter().map(|(_, r)| *r).collect()))));
+                order.extend(pos);
+                parts.push(gather(block, index(local)));
             }
+        }
+        if order.iter().enumerate().all(|(k, pos)| k == *pos) {
+            return Tensor::cat(parts, 0);
         }
         // `order[k]` is the request position of gathered row k; invert it.
         let mut inverse = vec![0i64; ids.len()];
@@ -97,6 +95,18 @@ impl Embedding {
         let parts = self.blocks.iter().map(|b| x.clone().matmul(b.clone().transpose())).collect();
         Tensor::cat(parts, 1)
     }
+}
+
+/// Rows `rows` of one table block, as f32. A quantized block is read through a one-hot matmul,
+/// which dequantizes inside the kernel and only reads the packed block; `select` would make Burn
+/// dequantize the whole block into a temporary first (64 MiB per decoded token).
+fn gather(block: &Tensor<2>, rows: Tensor<1, Int>) -> Tensor<2> {
+    if !matches!(block.dtype(), DType::QFloat(_)) {
+        return block.clone().select(0, rows);
+    }
+    let (n, device) = (rows.dims()[0], block.device());
+    let one_hot = Tensor::<2>::zeros([n, block.dims()[0]], &device).scatter(1, rows.reshape([n, 1]), Tensor::ones([n, 1], &device), IndexingUpdateOp::Add);
+    one_hot.matmul(block.clone())
 }
 
 /// LayerNorm over the last dimension, with affine weight and bias.

@@ -1,0 +1,55 @@
+// The browser benchmark, driven headless: for each bundle, the bench page's figures next to the
+// native CLI's on the same bundle, same image and prompt (the baseline, run in the same command).
+//   node tests/browser/bench.mjs [BUNDLE_DIR...] [--tokens N] [--passes N] [--no-image] [--native-backend cpu|wgpu]
+// Without a bundle it benchmarks the tiny demo bundle. The last of --passes runs is reported (the
+// first compiles kernels); the native baseline runs once, as a user would run the CLI.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { launch, mgm, newPage, serve, OUT, ROOT } from './harness.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(name);
+  return i < 0 ? dflt : args.splice(i, 2)[1];
+};
+const tokens = Number(opt('--tokens', '32'));
+const nativeBackend = opt('--native-backend', 'cpu');
+const passes = Number(opt('--passes', '2'));
+const noImage = args.includes('--no-image') && args.splice(args.indexOf('--no-image'), 1);
+const site = path.join(OUT, 'bench-site');
+const built = spawnSync(path.join(ROOT, 'scripts/site.sh'), [site], { encoding: 'utf8' });
+if (built.status !== 0) throw new Error(`scripts/site.sh failed: ${built.stderr}`);
+const bundles = args.length ? args.map((a) => path.resolve(a)) : [path.join(site, 'models/demo')];
+for (const [k, b] of bundles.entries()) if (k > 0 || args.length) fs.symlinkSync(b, path.join(site, 'models', `bench-${k}`));
+
+const server = await serve(site);
+const browser = await launch();
+const page = await newPage(await browser.newContext());
+page.on('console', (m) => m.text().startsWith('bench:') && console.log(`     ${m.text()}`));
+const rows = [];
+for (const [k, dir] of bundles.entries()) {
+  const name = args.length ? `bench-${k}` : 'demo';
+  await page.goto(`${server.url}/bench.html?bundle=models/${name}/&tokens=${tokens}&passes=${passes}${noImage ? '&image=none' : ''}`);
+  const r = await page.evaluate(() => window.__bench);
+  if (r.error) throw new Error(`${dir}: ${r.error}`);
+  const png = path.join(site, 'bench.png');
+  const t0 = Date.now();
+  const image = noImage ? [] : ['--image', png];
+  const native = JSON.parse(mgm(['generate', '--model', dir, ...image, '--prompt', 'Describe the image in detail.', '--max-new-tokens', String(tokens), '--json', '--backend', nativeBackend]));
+  rows.push({ dir, r, native, native_wall_s: (Date.now() - t0) / 1e3 });
+}
+await browser.close();
+await server.close();
+
+const adapter = rows[0]?.r.adapter;
+console.log(`browser: headless Chromium, WebGPU adapter ${adapter?.vendor} ${adapter?.architecture}${adapter?.fallback ? ' (software)' : ''}, pass ${passes} of ${passes}; native baseline: mgm generate --backend ${nativeBackend}; ${noImage ? 'text only' : 'one image'}, ${tokens} new tokens`);
+console.log('| bundle | preset | MiB | run | load s | wasm memory MiB | image encode ms | prompt tokens | prefill tok/s | vs native | decode tok/s | vs native |');
+console.log('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+const f = (v, d = 2) => (v == null ? '' : v.toFixed(d));
+for (const { dir, r, native: n } of rows) {
+  const t = n.timings;
+  const name = path.basename(dir);
+  console.log(`| ${name} | ${r.preset} | ${f(r.bytes / 2 ** 20, 1)} | native ${nativeBackend} | ${f(t.load_ms / 1e3)} | | ${f(t.image_encode_ms, 0)} | ${r.prompt_tokens} | ${f(t.prefill_tokens_per_s)} | 1.00x | ${f(t.decode_tokens_per_s)} | 1.00x |`);
+  console.log(`| ${name} | ${r.preset} | ${f(r.bytes / 2 ** 20, 1)} | browser | ${f(r.load_s)} | ${f(r.wasm_memory_mib, 1)} | ${f(r.image_encode_ms, 0)} | ${r.prompt_tokens} | ${f(r.prefill_tokens_per_s)} | ${f(r.prefill_tokens_per_s / t.prefill_tokens_per_s)}x | ${f(r.decode_tokens_per_s)} | ${f(r.decode_tokens_per_s / t.decode_tokens_per_s)}x |`);
+}
