@@ -61,9 +61,8 @@ impl WeightSource for One {
     fn read(&mut self, _: &str, shape: &[usize], _: std::ops::Range<usize>) -> mgm::Result<Vec<f32>> {
         Ok(quant::decode(&self.bytes, shape.iter().product(), self.storage))
     }
-    fn read_quantized(&mut self, _: &str, shape: &[usize], _: std::ops::Range<usize>) -> mgm::Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
-        let (q, s) = quant::split_quantized(&self.bytes, shape.iter().product(), self.storage);
-        Ok(Some((q, s, self.storage)))
+    fn read_quantized(&mut self, _: &str, _: &[usize], _: std::ops::Range<usize>) -> mgm::Result<Option<(Vec<u8>, Storage)>> {
+        Ok(Some((self.bytes.clone(), self.storage)))
     }
 }
 

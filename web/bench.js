@@ -1,6 +1,7 @@
 // The browser benchmark: ?bundle=URL (default: the site's model) &tokens=N (new tokens, default 32)
 // &image=URL (default: bench.png, which scripts/site.sh copies from the test fixtures; `none` for a
-// text-only prompt) &passes=N (default 2: the last is reported, the first compiles kernels). Results land in the table and in window.__bench.
+// text-only prompt) &passes=N (default 2: the last is reported, the first compiles kernels; 0
+// measures the load only). Results land in the table and in window.__bench.
 import { MGM } from './pkg/src/index.js';
 
 const params = new URLSearchParams(location.search);
@@ -18,24 +19,24 @@ async function run() {
   const content = [{ type: 'text', text: 'Describe the image in detail.' }];
   if (image !== 'none') content.unshift({ type: 'image', image });
   const passes = Number(params.get('passes') ?? 2);
-  console.log(`bench: loaded in ${(engine.info.load_ms / 1e3).toFixed(1)} s, wasm memory ${(engine.info.wasm_memory_bytes / 2 ** 20).toFixed(1)} MiB`);
+  console.log(`bench: loaded in ${(engine.info.load_ms / 1e3).toFixed(1)} s, wasm memory ${(engine.info.wasm_memory_bytes / 2 ** 20).toFixed(1)} MiB (${(engine.info.wasm_memory_before_shards_bytes / 2 ** 20).toFixed(1)} MiB before the first shard)`);
   let result;
   for (let pass = 1; pass <= passes; pass++) {
     status(`chat, pass ${pass} of ${passes}`);
     result = await engine.chat({ messages: [{ role: 'user', content }], temperature: 0, max_tokens: tokens });
     console.log(`bench: pass ${pass}: ${JSON.stringify(result.usage)}`);
   }
-  const u = result.usage;
+  const u = result?.usage ?? {};
   const row = {
     bundle: url, preset: engine.info.preset, bytes: engine.info.bytes, adapter: support.adapter,
-    load_s: engine.info.load_ms / 1e3, wasm_memory_mib: Math.max(engine.info.wasm_memory_bytes, result.wasm_memory_bytes) / 2 ** 20,
+    load_s: engine.info.load_ms / 1e3, wasm_memory_mib: Math.max(engine.info.wasm_memory_bytes, result?.wasm_memory_bytes ?? 0) / 2 ** 20,
     image_encode_ms: u.image_encode_ms, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
     prefill_tokens_per_s: u.prefill_tokens_per_s, decode_tokens_per_s: u.decode_tokens_per_s,
   };
   await engine.unload();
   const tr = document.createElement('tr');
   for (const v of [row.load_s, row.wasm_memory_mib, row.image_encode_ms, row.prompt_tokens, row.prefill_tokens_per_s, row.decode_tokens_per_s]) {
-    tr.append(Object.assign(document.createElement('td'), { textContent: Number.isInteger(v) ? v : v.toFixed(2) }));
+    tr.append(Object.assign(document.createElement('td'), { textContent: v == null ? '' : Number.isInteger(v) ? v : v.toFixed(2) }));
   }
   document.querySelector('#results tbody').append(tr);
   document.getElementById('results').hidden = false;

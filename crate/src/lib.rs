@@ -1,11 +1,13 @@
 //! mgm: Mini-Gemini (MGM-2B) on Burn, one model code path for CPU, native wgpu and browser WebGPU.
 //!
-//! Data flow (the vision half lands with the MGM forward):
-//! prompt text -> `text::template` -> `text::tokenizer` -> `model::gemma` (embeddings scaled by
-//! sqrt(hidden), decoder layers, tied LM head) -> `generate::sampling` -> `text::stream` -> text.
+//! Data flow: image -> `preprocess` -> `model::mgm` (CLIP, ConvNeXt, patch info mining,
+//! projector); text -> `text::template` -> `text::tokenizer`; both spliced by
+//! `generate::prompt` -> `model::gemma` (embeddings scaled by sqrt(hidden), decoder layers, tied
+//! LM head) -> `generate::sampling` -> `text::stream` -> text. `generate::chat` runs one request
+//! end to end for the CLI (`bin/mgm`) and the browser (`web`).
 //!
 //! Rules: `model` imports only burn and `config`; `text` uses no burn; `weights` fills `model`,
-//! never the reverse; only `device` knows the platform.
+//! never the reverse; only `device` knows the platform, and only `web` knows JavaScript.
 
 pub mod config;
 pub mod device;

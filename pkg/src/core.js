@@ -100,6 +100,7 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
   }
   const tokenizerFile = await fetchFile(base + (manifest.tokenizer ?? 'tokenizer.json'), { cache, signal });
   const loading = await Loading.open(manifestFile.bytes, tokenizerFile.bytes);
+  const openMemory = wasmMemoryBytes(); // the tokenizer and manifest, before any shard
   const shards = manifest.shards;
   const total = shards.reduce((s, x) => s + x.size, 0);
   const done = { download: 0, verify: 0, upload: 0 };
@@ -161,6 +162,7 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
       from_cache: fromCache === total && total > 0,
       load_ms: performance.now() - t0,
       wasm_memory_bytes: wasmMemoryBytes(),
+      wasm_memory_before_shards_bytes: openMemory,
     };
     return new EngineCore(engine, info);
   } catch (e) {

@@ -41,6 +41,8 @@ export interface EngineInfo {
   load_ms: number;
   /** wasm linear memory after loading (it never shrinks: the peak). */
   wasm_memory_bytes: number;
+  /** wasm linear memory once the manifest and tokenizer were read, before any shard. */
+  wasm_memory_before_shards_bytes: number;
 }
 
 /** Encoded image bytes (decoded like the native CLI), a URL or data URL, or browser pixels. */

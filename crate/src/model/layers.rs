@@ -23,9 +23,17 @@ impl Linear {
         })
     }
 
-    /// `[.., d_in]` -> `[.., d_out]`
+    /// `[.., d_in]` -> `[.., d_out]`. A quantized weight is read packed for one row (decode, bound
+    /// by bytes read); for several rows (prefill) it is dequantized into a temporary first, as
+    /// llama.cpp does for batches: Burn's q4 kernel is 8x slower than its f32 one there
+    /// (README, "Benchmarks").
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.clone().transpose(), self.bias.clone())
+        let rows: usize = x.dims()[..D - 1].iter().product();
+        let weight = match self.weight.dtype() {
+            DType::QFloat(_) if rows > 1 => self.weight.clone().dequantize(),
+            _ => self.weight.clone(),
+        };
+        burn::tensor::module::linear(x, weight.transpose(), self.bias.clone())
     }
 }
 

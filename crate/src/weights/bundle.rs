@@ -178,8 +178,7 @@ impl BundleStore {
                 let bytes = &bytes[p.offset as usize..(p.offset + p.length) as usize];
                 let rows = p.rows[1] - p.rows[0];
                 let data = if t.storage.is_quantized() {
-                    let (q, scales) = quant::split_quantized(bytes, rows * cols, t.storage);
-                    super::quantized_data(&q, &scales, [rows, cols], t.storage)
+                    super::packed_data(bytes, [rows, cols], t.storage)
                 } else {
                     TensorData::new(quant::decode(bytes, rows * cols, t.storage), [rows, cols])
                 };

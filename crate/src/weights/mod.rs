@@ -23,9 +23,9 @@ pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// Rows `rows` of tensor `name`, which must have shape `shape`, as f32, flattened row-major.
     fn read(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Vec<f32>>;
-    /// The same rows still quantized (values, f32 block scales), when the store keeps `name`
-    /// quantized; `None` means read it as f32.
-    fn read_quantized(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
+    /// The same rows still quantized, in the bundle's stored layout (values, then f16 scales),
+    /// when the store keeps `name` quantized; `None` means read it as f32.
+    fn read_quantized(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<(Vec<u8>, Storage)>> {
         Ok(None)
     }
     /// The same rows as a tensor already on the device (`[rows, cols]`), when the store uploads
@@ -58,8 +58,8 @@ impl Loader<'_> {
         if let Some(t) = self.source.uploaded(name, &shape, rows.clone())? {
             return Ok(t);
         }
-        if let Some((q, scales, storage)) = self.source.read_quantized(name, &shape, rows.clone())? {
-            return Ok(Tensor::from_data(quantized_data(&q, &scales, dims, storage), &self.device));
+        if let Some((stored, storage)) = self.source.read_quantized(name, &shape, rows.clone())? {
+            return Ok(Tensor::from_data(packed_data(&stored, dims, storage), &self.device));
         }
         let values = self.source.read(name, &shape, rows)?;
         Ok(Tensor::from_data(TensorData::new(values, dims), &self.device))
@@ -71,18 +71,21 @@ impl Loader<'_> {
     }
 }
 
-/// Burn's packed layout for block-quantized values: u32 words along the row (q8: four values,
-/// q4: eight two's-complement nibbles, lowest bits first), then the f32 block scales.
-pub(crate) fn quantized_data(q: &[i8], scales: &[f32], dims: [usize; 2], storage: Storage) -> TensorData {
-    let (value, bits) = if storage == Storage::Q8 { (QuantValue::Q8S, 8) } else { (QuantValue::Q4S, 4) };
-    let per_word = 32 / bits;
-    let mask = (1u32 << bits) - 1;
-    let mut bytes: Vec<u8> = q
-        .chunks(per_word)
-        .map(|w| w.iter().enumerate().fold(0u32, |acc, (i, &v)| acc | ((v as u32 & mask) << (i * bits))))
-        .flat_map(u32::to_le_bytes)
-        .collect();
-    bytes.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
+/// Burn's packed layout for block-quantized values, from the bundle's stored bytes (values, then
+/// f16 scales): u32 words along the row (q8: four values, q4: eight two's-complement nibbles,
+/// lowest bits first), then f32 scales. Stored q8 bytes already are that; stored q4 nibbles are
+/// q + 8, and flipping each nibble's top bit makes them two's complement. So this is one pass
+/// over the bytes, with no unpacked copy (it runs on every shard the browser loads).
+pub(crate) fn packed_data(stored: &[u8], dims: [usize; 2], storage: Storage) -> TensorData {
+    let n = dims[0] * dims[1];
+    let (value, values_len) = if storage == Storage::Q8 { (QuantValue::Q8S, n) } else { (QuantValue::Q4S, n / 2) };
+    let (values, scales) = stored.split_at(values_len);
+    let mut bytes = Vec::with_capacity(values_len + 2 * scales.len());
+    match storage {
+        Storage::Q4 => bytes.extend(values.iter().map(|b| b ^ 0x88)),
+        _ => bytes.extend_from_slice(values),
+    }
+    bytes.extend(scales.chunks_exact(2).flat_map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32().to_le_bytes()));
     let scheme = QuantScheme::default().with_value(value).with_store(QuantStore::PackedU32(0)).per_block([quant::BLOCK as u8], ScaleDtype::F32);
     TensorData::from_bytes_vec(bytes, dims, DType::QFloat(scheme))
 }
@@ -142,10 +145,11 @@ impl WeightSource for Counted<'_> {
         Ok(values)
     }
 
-    fn read_quantized(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
-        let out = self.inner.read_quantized(name, shape, rows)?;
-        if let Some((q, _, _)) = &out {
-            self.count(q.len());
+    fn read_quantized(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<(Vec<u8>, Storage)>> {
+        let cols: usize = shape.iter().skip(1).product();
+        let out = self.inner.read_quantized(name, shape, rows.clone())?;
+        if out.is_some() {
+            self.count(rows.len() * cols);
         }
         Ok(out)
     }

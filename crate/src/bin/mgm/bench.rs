@@ -116,15 +116,15 @@ impl WeightSource for Quantized {
         let v = self.inner.read(name, shape, rows)?;
         Ok(quant::decode(&quant::encode(&v, storage), v.len(), storage))
     }
-    fn read_quantized(&mut self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> Result<Option<(Vec<i8>, Vec<f32>, Storage)>> {
+    fn read_quantized(&mut self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> Result<Option<(Vec<u8>, Storage)>> {
         let storage = self.preset.storage(name, shape);
         if !storage.is_quantized() {
             return Ok(None);
         }
         let v = self.inner.read(name, shape, rows)?;
-        let (q, scales) = quant::quantize(&v, storage);
-        Ok(Some((q, scales.iter().map(|s| s.to_f32()).collect(), storage)))
+        Ok(Some((quant::encode(&v, storage), storage)))
     }
+
 }
 
 fn run_accuracy(a: &Args) -> Result<()> {
