@@ -8,5 +8,5 @@ profile=debug
 args=()
 if [[ "${1:-}" == "--release" ]]; then profile=release; args=(--release); fi
 cargo build -p mgm --lib --target wasm32-unknown-unknown "${args[@]}"
-wasm-bindgen --target web --out-dir pkg/wasm --out-name mgm "target/wasm32-unknown-unknown/$profile/mgm.wasm"
+wasm-bindgen --target web --out-dir pkg/wasm --out-name mgm "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$profile/mgm.wasm"
 ls -l pkg/wasm/mgm_bg.wasm

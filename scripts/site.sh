@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1
 model=${2:-}
-mgm=${MGM_BIN:-target/debug/mgm}
+mgm=${MGM_BIN:-${CARGO_TARGET_DIR:-target}/debug/mgm}
 rm -rf "$out"
 mkdir -p "$out/pkg" "$out/models"
 cp -r web/. "$out/"

@@ -11,7 +11,7 @@ export const OUT = path.join(ROOT, 'target/browser-tests');
 
 export { serve };
 
-export const MGM_BIN = process.env.MGM_BIN ?? path.join(ROOT, 'target/debug/mgm');
+export const MGM_BIN = process.env.MGM_BIN ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'debug/mgm');
 
 /// Runs the native CLI; its stdout.
 export function mgm(args) {
