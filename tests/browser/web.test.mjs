@@ -128,6 +128,27 @@ await s.test('a bundle URL that 404s shows its message and the page can load aga
   await waitReady();
 });
 
+await s.test('images attach by drag and drop and by paste, and can be removed', async () => {
+  const counts = await page.evaluate(async () => {
+    const png = await (await fetch('bench.png')).blob();
+    const files = () => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([png], 'dropped.png', { type: 'image/png' }));
+      return dt;
+    };
+    const count = () => document.querySelectorAll('#attachments figure').length;
+    const before = count();
+    document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', { dataTransfer: files(), bubbles: true, cancelable: true }));
+    const dropped = count();
+    document.getElementById('prompt').dispatchEvent(new ClipboardEvent('paste', { clipboardData: files(), bubbles: true, cancelable: true }));
+    const pasted = count();
+    document.querySelector('#attachments button').click();
+    document.querySelector('#attachments button').click();
+    return [before, dropped, pasted, count()];
+  });
+  assertEq(counts, [0, 1, 2, 0], 'attachments before, after drop, after paste, after removing both');
+});
+
 await s.test('with the server stopped, a reload loads the cached model and answers', async () => {
   await page.evaluate(() => navigator.serviceWorker.ready);
   await server.close();
