@@ -128,7 +128,7 @@ fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<f32>> {
 }
 
 /// `--dump`: the image path's tensors (stacked over images) and the prompt's logits.
-fn dump(path: &PathBuf, prompt: &Prompt, logits: &[f32]) -> Result<()> {
+fn dump(path: &std::path::Path, prompt: &Prompt, logits: &[f32]) -> Result<()> {
     let n = prompt.ids().len() + prompt.images.iter().map(|i| i.embeds.dims()[0]).sum::<usize>() - prompt.images.len();
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![("logits".into(), vec![n, logits.len() / n.max(1)], logits.to_vec())];
     if !prompt.images.is_empty() {
