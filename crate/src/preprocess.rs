@@ -34,7 +34,7 @@ pub fn decode(bytes: &[u8]) -> Result<Rgb> {
         DynamicImage::ImageLuma8(i) => i.into_raw().into_iter().flat_map(|v| [v; 3]).collect(),
         DynamicImage::ImageLumaA8(i) => i.into_raw().chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
         DynamicImage::ImageRgb8(i) => i.into_raw(),
-        DynamicImage::ImageRgba8(i) => i.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        DynamicImage::ImageRgba8(i) => drop_alpha(&i.into_raw()),
         // PIL opens 16-bit grey as I;16 and clips it; grey+alpha and colour keep the high byte.
         DynamicImage::ImageLuma16(i) => i.into_raw().into_iter().flat_map(|v| [v.min(255) as u8; 3]).collect(),
         DynamicImage::ImageLumaA16(i) => i.into_raw().chunks_exact(2).flat_map(|p| [(p[0] >> 8) as u8; 3]).collect(),
@@ -46,6 +46,11 @@ pub fn decode(bytes: &[u8]) -> Result<Rgb> {
         bail!(Input, "the image is empty (0 pixels)");
     }
     Ok(Rgb { width, height, data })
+}
+
+/// RGBA8 -> RGB8: PIL's `convert('RGB')` drops alpha, never blends it.
+fn drop_alpha(rgba: &[u8]) -> Vec<u8> {
+    rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
 }
 
 /// Centres the image on a square of side max(w, h) filled with [`PAD`] (MGM's `expand2square`).
@@ -172,7 +177,7 @@ impl Image {
                 if *width == 0 || *height == 0 || data.len() != width * height * 4 {
                     bail!(Input, "the image has {} RGBA bytes for {width}x{height} pixels", data.len());
                 }
-                Ok(Rgb { width: *width, height: *height, data: data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect() })
+                Ok(Rgb { width: *width, height: *height, data: drop_alpha(data) })
             }
         }
     }

@@ -86,8 +86,8 @@ pub struct Engine {
 struct Request {
     /// `[role, text]`, role "user" or "assistant"; the last is the user's.
     turns: Vec<(String, String)>,
-    #[serde(default)]
     /// Ask for a text-to-image prompt too (appends ` <GEN>`).
+    #[serde(default)]
     image_prompt: bool,
     temperature: f32,
     top_p: f32,

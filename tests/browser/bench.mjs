@@ -5,8 +5,7 @@
 // first compiles kernels); the native baseline runs once, as a user would run the CLI.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { launch, mgm, newPage, serve, OUT, ROOT } from './harness.mjs';
+import { buildSite, launch, mgm, newPage, serve, OUT } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -17,9 +16,7 @@ const tokens = Number(opt('--tokens', '32'));
 const nativeBackend = opt('--native-backend', 'cpu');
 const passes = Number(opt('--passes', '2'));
 const noImage = args.includes('--no-image') && args.splice(args.indexOf('--no-image'), 1);
-const site = path.join(OUT, 'bench-site');
-const built = spawnSync(path.join(ROOT, 'scripts/site.sh'), [site], { encoding: 'utf8' });
-if (built.status !== 0) throw new Error(`scripts/site.sh failed: ${built.stderr}`);
+const site = buildSite(path.join(OUT, 'bench-site'));
 const bundles = args.length ? args.map((a) => path.resolve(a)) : [path.join(site, 'models/demo')];
 for (const [k, b] of bundles.entries()) if (k > 0 || args.length) fs.symlinkSync(b, path.join(site, 'models', `bench-${k}`));
 

@@ -70,6 +70,13 @@ export function assertEq(got, want, what) {
   if (g !== w) throw new Error(`${what}:\n       got  ${g.slice(0, 400)}\n       want ${w.slice(0, 400)}`);
 }
 
+/// Assembles the demo site (scripts/site.sh) into `dir`, with its default (tiny) bundle.
+export function buildSite(dir) {
+  const r = spawnSync(path.join(ROOT, 'scripts/site.sh'), [dir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`scripts/site.sh failed: ${r.stderr}`);
+  return dir;
+}
+
 /// The tiny MGM fixture as a bundle in small shards (so downloads run in parallel), plus broken
 /// copies; returns their directory.
 export function tinyBundles() {

@@ -3,14 +3,11 @@
 // mining weights, and stop / bad image / bad URL / offline reload must each behave.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { Suite, assert, assertEq, launch, mgm, newPage, serve, OUT, ROOT } from './harness.mjs';
+import { Suite, assert, assertEq, buildSite, launch, mgm, newPage, serve, OUT, ROOT } from './harness.mjs';
 
 const IMAGE = path.join(ROOT, 'tests/fixtures/images/landscape.png');
 const PROMPT = 'Describe the image.';
-const site = path.join(OUT, 'site');
-const built = spawnSync(path.join(ROOT, 'scripts/site.sh'), [site], { encoding: 'utf8' });
-if (built.status !== 0) throw new Error(`scripts/site.sh failed: ${built.stderr}`);
+const site = buildSite(path.join(OUT, 'site'));
 const want = JSON.parse(mgm(['generate', '--model', path.join(site, 'models/demo'), '--image', IMAGE, '--prompt', PROMPT, '--max-new-tokens', '16', '--json', '--backend', 'cpu']));
 const notImage = path.join(OUT, 'not-an-image.png');
 fs.writeFileSync(notImage, 'this is text, not a picture');

@@ -176,9 +176,9 @@ pub fn convert(hf_dir: &Path, out_dir: &Path, preset: Preset, shard_bytes: u64, 
                 let c1 = (c0 + chunk_rows).min(p1);
                 let values = st.read(name, &shape, c0..c1)?;
                 let bytes = quant::encode(&values, storage);
-                let split = if storage.is_quantized() { bytes.len() - 2 * values.len() / quant::BLOCK } else { bytes.len() };
-                w.write(&bytes[..split])?;
-                scales.extend_from_slice(&bytes[split..]);
+                let (vals, chunk_scales) = if storage.is_quantized() { quant::split_stored(&bytes, values.len(), storage) } else { (&bytes[..], &[][..]) };
+                w.write(vals)?;
+                scales.extend_from_slice(chunk_scales);
                 done += values.len() as u64;
                 on_progress(Progress { phase: "convert", done, total });
             }

@@ -77,10 +77,9 @@ impl Loader<'_> {
 /// q + 8, and flipping each nibble's top bit makes them two's complement. So this is one pass
 /// over the bytes, with no unpacked copy (it runs on every shard the browser loads).
 pub(crate) fn packed_data(stored: &[u8], dims: [usize; 2], storage: Storage) -> TensorData {
-    let n = dims[0] * dims[1];
-    let (value, values_len) = if storage == Storage::Q8 { (QuantValue::Q8S, n) } else { (QuantValue::Q4S, n / 2) };
-    let (values, scales) = stored.split_at(values_len);
-    let mut bytes = Vec::with_capacity(values_len + 2 * scales.len());
+    let value = if storage == Storage::Q8 { QuantValue::Q8S } else { QuantValue::Q4S };
+    let (values, scales) = quant::split_stored(stored, dims[0] * dims[1], storage);
+    let mut bytes = Vec::with_capacity(values.len() + 2 * scales.len());
     match storage {
         Storage::Q4 => bytes.extend(values.iter().map(|b| b ^ 0x88)),
         _ => bytes.extend_from_slice(values),

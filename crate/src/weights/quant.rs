@@ -80,13 +80,14 @@ pub fn quantize(values: &[f32], storage: Storage) -> (Vec<i8>, Vec<f16>) {
     (q, scales)
 }
 
+/// Stored bytes of `n` quantized values -> (value bytes, f16 scale bytes).
+pub fn split_stored(bytes: &[u8], n: usize, storage: Storage) -> (&[u8], &[u8]) {
+    bytes.split_at(if storage == Storage::Q8 { n } else { n / 2 })
+}
+
 /// Stored bytes of `n` values -> quantized values and f32 scales (`n / 32` of them).
 pub fn split_quantized(bytes: &[u8], n: usize, storage: Storage) -> (Vec<i8>, Vec<f32>) {
-    let values_len = match storage {
-        Storage::Q8 => n,
-        _ => n / 2,
-    };
-    let (vals, scales) = bytes.split_at(values_len);
+    let (vals, scales) = split_stored(bytes, n, storage);
     let q = match storage {
         Storage::Q8 => vals.iter().map(|&b| b as i8).collect(),
         _ => vals.iter().flat_map(|&b| [(b & 0x0f) as i8 - 8, (b >> 4) as i8 - 8]).collect(),

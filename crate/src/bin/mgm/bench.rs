@@ -124,7 +124,6 @@ impl WeightSource for Quantized {
         let v = self.inner.read(name, shape, rows)?;
         Ok(Some((quant::encode(&v, storage), storage)))
     }
-
 }
 
 fn run_accuracy(a: &Args) -> Result<()> {
