@@ -13,6 +13,7 @@ use mgm::preprocess::Image;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
 use mgm::model::layers::Linear;
+use mgm::ops::Matrix;
 use mgm::rng::Rng;
 use mgm::text::template::{Role, Template};
 use mgm::weights::convert::{convert, Preset};
@@ -77,9 +78,9 @@ fn quantized_matmuls_equal_f32_matmuls_of_the_dequantized_weights() {
                 let mut src = One { name: "w".into(), bytes: bytes.clone(), storage };
                 let mut loader = Loader { source: &mut src, device: device.clone() };
                 let q = Linear { weight: loader.get_matrix("w", [d_out, d_in]).unwrap(), bias: None };
-                assert!(matches!(q.weight.dtype(), burn::tensor::DType::QFloat(_)), "the weight stays quantized on the device");
+                assert!(q.weight.is_quantized(), "the weight stays quantized on the device");
                 let deq = quant::decode(&bytes, w.len(), storage);
-                let f = Linear { weight: Tensor::from_data(TensorData::new(deq, [d_out, d_in]), &device), bias: None };
+                let f = Linear { weight: Matrix::from_f32(Tensor::from_data(TensorData::new(deq, [d_out, d_in]), &device)), bias: None };
                 let x = Tensor::<2>::from_data(TensorData::new(random(rows * d_in, 5), [rows, d_in]), &device);
                 let (got, want) = (read(q.forward(x.clone())), read(f.forward(x)));
                 assert_close(&format!("{dev} {storage:?} [{rows}x{d_in}] x [{d_out}x{d_in}]^T"), &got, &want, 1e-4);
@@ -134,7 +135,7 @@ fn one_image_logits_and_ids(model: &Mgm, tok: &Tokenizer) -> (Vec<f32>, Vec<u32>
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
     let prompt = Prompt::chat(model, tok, Template::Gemma, &[(Role::User, "Describe the image.")], &[Image::Encoded(img)], false, false).unwrap();
     let embeds = prompt.embed(model).unwrap();
-    let mut cache = model.gemma.new_cache(embeds.dims()[1]);
+    let mut cache = model.gemma.new_cache(embeds.dims()[0]);
     let logits = read(model.gemma.forward(embeds.clone(), &mut cache, Logits::All));
     let opts = GenerateOptions { max_new_tokens: 16, sampling: Sampling::default(), stop_ids: tok.stop_ids(), prompt_logits: false };
     let ids = pollster::block_on(generate(&model.gemma, embeds, &opts, &mut |_| true)).unwrap().ids;

@@ -34,7 +34,7 @@ fn logits_match_transformers_on_token_ids_and_inputs_embeds() {
             let shape = r.shape("inputs_embeds");
             let embeds = Tensor::<2>::from_data(TensorData::new(r.f32("inputs_embeds"), [shape[0], shape[1]]), &device);
             let mut cache = model.new_cache(shape[0]);
-            let logits = model.forward(embeds.unsqueeze::<3>(), &mut cache, Logits::All);
+            let logits = model.forward(embeds, &mut cache, Logits::All);
             assert_close(&format!("{dev_name} {name} logits from inputs_embeds"), &read(logits), &r.f32("logits_from_embeds"), TOL);
         }
     }

@@ -37,8 +37,9 @@ fn vision_path_matches_the_reference_stage_by_stage() {
         for i in 0..2 {
             let key = |k: &str| format!("image{i}.{k}");
             let hr = Tensor::<1>::from_data(TensorData::new(r.f32(&key("pixels")), [3 * 128 * 128]), &device).reshape([1, 3, 128, 128]);
-            for (s, stage) in vision.convnext.stages(hr.clone()).into_iter().enumerate() {
-                assert_close(&format!("{dev} image{i} convnext stage {s}"), &read(stage), &r.f32(&key(&format!("stage{s}"))), TOL);
+            let channels_last = hr.clone().squeeze_dim::<3>(0).permute([1, 2, 0]);
+            for (s, stage) in vision.convnext.stages(channels_last).into_iter().enumerate() {
+                assert_close(&format!("{dev} image{i} convnext stage {s}"), &read(stage.permute([2, 0, 1])), &r.f32(&key(&format!("stage{s}"))), TOL);
             }
             let f = vision.encode(hr.clone(), false, true);
             assert_close(&format!("{dev} image{i} clip"), &read(f.clip.clone()), &r.f32(&key("clip_features")), TOL);
@@ -56,11 +57,11 @@ fn vision_path_matches_the_reference_stage_by_stage() {
 
 #[test]
 fn windows_follow_mgms_token_and_pixel_order() {
-    // X_H[c, y, x] = 1000 y + x on a 4x4 map with 2x2 windows: token n = 2r + c owns rows 2r..2r+1
+    // X_H[y, x, c] = 1000 y + x on a 4x4 map with 2x2 windows: token n = 2r + c owns rows 2r..2r+1
     // and columns 2c..2c+1, pixel m = 2 dy + dx (spec §2.1 step 6).
     let (_, device) = devices().remove(0);
     let v: Vec<f32> = (0..16).map(|i| (1000 * (i / 4) + i % 4) as f32).collect();
-    let hr = Tensor::<1>::from_data(TensorData::new(v, [16]), &device).reshape([1, 1, 4, 4]);
+    let hr = Tensor::<1>::from_data(TensorData::new(v, [16]), &device).reshape([4, 4, 1]);
     let got = read(windows(hr, 2));
     assert_eq!(got, vec![0., 1., 1000., 1001., 2., 3., 1002., 1003., 2000., 2001., 3000., 3001., 2002., 2003., 3002., 3003.]);
 }
@@ -80,7 +81,7 @@ fn end_to_end_logits_and_greedy_ids_match() {
             assert_eq!(prompt.ids(), ids(&want["prompt_ids"]), "{dev} {case} prompt ids");
             let embeds = prompt.embed(&model).unwrap();
             if case == "one_image" {
-                let mut cache = model.gemma.new_cache(embeds.dims()[1]);
+                let mut cache = model.gemma.new_cache(embeds.dims()[0]);
                 let logits = model.gemma.forward(embeds.clone(), &mut cache, Logits::All);
                 assert_close(&format!("{dev} one_image logits"), &read(logits), &Reference::open("mgm_tiny").f32("one_image.logits"), TOL);
             }

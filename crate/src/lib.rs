@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod generate;
 pub mod model;
+pub mod ops;
 pub mod preprocess;
 pub mod rng;
 pub mod text;

@@ -47,7 +47,7 @@ pub async fn chat(model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut
     let prompt = Prompt::chat(model, tok, req.template, &turns, &req.images, req.gen_prompt, req.keep_aux)?;
     let embeds = prompt.embed(model)?;
     // A one-value readback waits for the image work, so the time is the encode's, not the queue's.
-    let image_ms = if prompt.images.is_empty() { 0.0 } else { read_f32(embeds.clone().slice_dim(1, 0..1)).await.map(|_| now_ms() - t0)? };
+    let image_ms = if prompt.images.is_empty() { 0.0 } else { read_f32(embeds.clone().slice([0..1, 0..1])).await.map(|_| now_ms() - t0)? };
     let mut attention = Vec::new();
     if req.attention {
         for image in &prompt.images {

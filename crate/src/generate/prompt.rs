@@ -11,8 +11,8 @@ use crate::preprocess::{preprocess, Image};
 use crate::text::template::{label_images, pieces, render, sentinel_ids, Piece, Role, Template, GEN_SUFFIX, IMAGE_TOKEN};
 use crate::text::Tokenizer;
 
-/// `[1, len, hidden]`, unscaled. `images[k]` (`[N, hidden]`) fills the k-th slot.
-pub fn embed_prompt(model: &Mgm, pieces: &[Piece], images: &[Tensor<2>]) -> Result<Tensor<3>> {
+/// `[len, hidden]`, unscaled. `images[k]` (`[N, hidden]`) fills the k-th slot.
+pub fn embed_prompt(model: &Mgm, pieces: &[Piece], images: &[Tensor<2>]) -> Result<Tensor<2>> {
     let slots = pieces.iter().filter(|p| **p == Piece::Image).count();
     if slots != images.len() {
         bail!(Input, "the prompt has {slots} image slots but {} images were given", images.len());
@@ -27,11 +27,11 @@ pub fn embed_prompt(model: &Mgm, pieces: &[Piece], images: &[Tensor<2>]) -> Resu
     let mut parts = Vec::new();
     for piece in pieces {
         match piece {
-            Piece::Text(ids) => parts.push(model.gemma.embed_tokens.lookup(ids)),
+            Piece::Text(ids) => parts.push(model.gemma.embed(ids)),
             Piece::Image => parts.extend(images.next()),
         }
     }
-    Ok(Tensor::cat(parts, 0).unsqueeze::<3>())
+    Ok(Tensor::cat(parts, 0))
 }
 
 /// A user's request, ready for the decoder: text pieces, and each image encoded.
@@ -91,7 +91,7 @@ impl Prompt {
         sentinel_ids(&self.pieces)
     }
 
-    pub fn embed(&self, model: &Mgm) -> Result<Tensor<3>> {
+    pub fn embed(&self, model: &Mgm) -> Result<Tensor<2>> {
         let images: Vec<Tensor<2>> = self.images.iter().map(|f| f.embeds.clone()).collect();
         embed_prompt(model, &self.pieces, &images)
     }

@@ -54,16 +54,16 @@ pub struct Generation {
     pub prompt_logits: Option<Vec<f32>>,
 }
 
-/// Generates after `embeds` (`[1, n, hidden]`, unscaled prompt embeddings). `on_token` sees each
+/// Generates after `embeds` (`[n, hidden]`, unscaled prompt embeddings). `on_token` sees each
 /// id as it is chosen and returns false to stop early.
 pub async fn generate(
     model: &Gemma,
-    embeds: Tensor<3>,
+    embeds: Tensor<2>,
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<Generation> {
     opts.sampling.validate()?;
-    let n = embeds.dims()[1];
+    let n = embeds.dims()[0];
     let context = model.config.max_position_embeddings;
     if n == 0 {
         bail!(Input, "the prompt is empty");

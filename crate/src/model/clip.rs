@@ -1,19 +1,18 @@
 //! CLIP ViT vision tower (the low-resolution branch, spec §1.2). MGM reads hidden_states[-2]:
 //! the output of the second-to-last layer, CLS dropped, no post-LayerNorm.
 
-use burn::tensor::activation::sigmoid;
 use burn::tensor::Tensor;
 
-use super::layers::{attend, Conv2d, LayerNorm, Linear};
+use super::layers::{LayerNorm, Linear, PatchConv};
 use crate::config::ClipConfig;
 use crate::error::Result;
+use crate::ops::{self, Act};
 use crate::weights::Loader;
 
 struct EncoderLayer {
     layer_norm1: LayerNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections as one.
+    qkv_proj: Linear,
     out_proj: Linear,
     layer_norm2: LayerNorm,
     fc1: Linear,
@@ -27,9 +26,7 @@ impl EncoderLayer {
         let lin = |w: &mut Loader, name: &str, a, b| Linear::load(w, &format!("{p}.{name}"), a, b, true);
         Ok(EncoderLayer {
             layer_norm1: LayerNorm::load(w, &format!("{p}.layer_norm1"), h, eps)?,
-            q_proj: lin(w, "self_attn.q_proj", h, h)?,
-            k_proj: lin(w, "self_attn.k_proj", h, h)?,
-            v_proj: lin(w, "self_attn.v_proj", h, h)?,
+            qkv_proj: Linear::stack(vec![lin(w, "self_attn.q_proj", h, h)?, lin(w, "self_attn.k_proj", h, h)?, lin(w, "self_attn.v_proj", h, h)?]),
             out_proj: lin(w, "self_attn.out_proj", h, h)?,
             layer_norm2: LayerNorm::load(w, &format!("{p}.layer_norm2"), h, eps)?,
             fc1: lin(w, "mlp.fc1", h, i)?,
@@ -38,21 +35,17 @@ impl EncoderLayer {
         })
     }
 
-    /// `[b, n, hidden]` -> same.
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, h] = x.dims();
-        let split = |t: Tensor<3>| t.reshape([b, n, self.heads, h / self.heads]).swap_dims(1, 2);
-        let y = self.layer_norm1.forward(x.clone());
-        let attn = attend(split(self.q_proj.forward(y.clone())), split(self.k_proj.forward(y.clone())), split(self.v_proj.forward(y)), None);
-        let x = x + self.out_proj.forward(attn.swap_dims(1, 2).reshape([b, n, h]));
-        let y = self.fc1.forward(self.layer_norm2.forward(x.clone()));
-        let y = y.clone() * sigmoid(y * 1.702); // quick_gelu
-        x + self.fc2.forward(y)
+    /// `[n, hidden]` -> same.
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let attn = ops::attention(self.qkv_proj.forward(self.layer_norm1.forward(x.clone())), self.heads);
+        let x = self.out_proj.forward_add(attn, x);
+        let y = self.fc1.forward_act(self.layer_norm2.forward(x.clone()), Act::QuickGelu);
+        self.fc2.forward_add(y, x)
     }
 }
 
 pub struct ClipVision {
-    patch_embedding: Conv2d,
+    patch_embedding: PatchConv,
     class_embedding: Tensor<1>,
     position_embedding: Tensor<2>,
     pre_layrnorm: LayerNorm,
@@ -71,7 +64,7 @@ impl ClipVision {
             layers.push(EncoderLayer::load(w, &format!("{prefix}.encoder.layers.{j}"), c)?);
         }
         Ok(ClipVision {
-            patch_embedding: Conv2d::load(w, &format!("{prefix}.embeddings.patch_embedding"), 3, h, p, p, 0, 1, false)?,
+            patch_embedding: PatchConv::load(w, &format!("{prefix}.embeddings.patch_embedding"), 3, h, p, false)?,
             class_embedding: w.get(&format!("{prefix}.embeddings.class_embedding"), [h])?,
             position_embedding: w.get(&format!("{prefix}.embeddings.position_embedding.weight"), [positions, h])?,
             // (sic) the checkpoint's spelling
@@ -80,18 +73,16 @@ impl ClipVision {
         })
     }
 
-    /// Pixels `[b, 3, s, s]` -> patch features `[b, (s/p)^2, hidden]`, row-major over the grid.
-    pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
-        let b = pixels.dims()[0];
-        let patches = self.patch_embedding.forward(pixels); // [b, h, g, g]
-        let [_, h, g, _] = patches.dims();
-        let patches = patches.reshape([b, h, g * g]).swap_dims(1, 2);
-        let cls = self.class_embedding.clone().reshape([1, 1, h]).expand([b, 1, h]);
-        let x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.clone().unsqueeze::<3>();
+    /// Channels-last pixels `[s, s, 3]` -> patch features `[(s/p)^2, hidden]`, row-major over
+    /// the grid.
+    pub fn forward(&self, pixels: Tensor<3>) -> Tensor<2> {
+        let patches = self.patch_embedding.forward(pixels); // [g, g, h]
+        let [g, _, h] = patches.dims();
+        let x = Tensor::cat(vec![self.class_embedding.clone().reshape([1, h]), patches.reshape([g * g, h])], 0) + self.position_embedding.clone();
         let mut x = self.pre_layrnorm.forward(x);
         for layer in &self.layers {
             x = layer.forward(x);
         }
-        x.slice_dim(1, 1..g * g + 1)
+        x.slice_dim(0, 1..g * g + 1)
     }
 }

@@ -1,16 +1,14 @@
-//! Building blocks shared by every model part: Linear, LayerNorm and the row-blocked embedding.
+//! Building blocks shared by the model parts: Linear, LayerNorm and the row-blocked embedding.
 
-use burn::tensor::activation::softmax;
-use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Bool, DType, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::ops::{self, Act, Matrix};
 use crate::weights::Loader;
 
-/// y = x Wᵀ + b, with W kept as stored, `[out, in]` (K-contiguous, the layout quantized
-/// matmuls want).
+/// y = x Wᵀ + b, with W as stored, `[out, in]`.
 pub struct Linear {
-    pub weight: Tensor<2>,
+    pub weight: Matrix,
     pub bias: Option<Tensor<1>>,
 }
 
@@ -23,17 +21,25 @@ impl Linear {
         })
     }
 
-    /// `[.., d_in]` -> `[.., d_out]`. A quantized weight is read packed for one row (decode, bound
-    /// by bytes read); for several rows (prefill) it is dequantized into a temporary first, as
-    /// llama.cpp does for batches: Burn's q4 kernel is 8x slower than its f32 one there
-    /// (README, "Benchmarks").
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let rows: usize = x.dims()[..D - 1].iter().product();
-        let weight = match self.weight.dtype() {
-            DType::QFloat(_) if rows > 1 => self.weight.clone().dequantize(),
-            _ => self.weight.clone(),
-        };
-        burn::tensor::module::linear(x, weight.transpose(), self.bias.clone())
+    /// Several projections of the same input as one (q, k and v): outputs side by side.
+    pub fn stack(parts: Vec<Linear>) -> Linear {
+        let bias = parts.iter().all(|p| p.bias.is_some()).then(|| Tensor::cat(parts.iter().map(|p| p.bias.clone().unwrap()).collect(), 0));
+        Linear { weight: Matrix::stack(parts.into_iter().map(|p| p.weight).collect()), bias }
+    }
+
+    /// `[n, d_in]` -> `[n, d_out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+
+    /// act(x Wᵀ + b).
+    pub fn forward_act(&self, x: Tensor<2>, act: Act) -> Tensor<2> {
+        ops::linear_act(x, &self.weight, self.bias.as_ref(), act)
+    }
+
+    /// residual + x Wᵀ + b.
+    pub fn forward_add(&self, x: Tensor<2>, residual: Tensor<2>) -> Tensor<2> {
+        ops::linear_add(x, &self.weight, self.bias.as_ref(), residual)
     }
 }
 
@@ -50,7 +56,7 @@ pub fn block_rows(rows: usize, cols: usize) -> usize {
 
 /// A `[rows, dim]` table stored as row blocks; serves lookups and the tied LM head.
 pub struct Embedding {
-    pub blocks: Vec<Tensor<2>>,
+    pub blocks: Vec<Matrix>,
     pub rows_per_block: usize,
     pub rows: usize,
 }
@@ -65,56 +71,40 @@ impl Embedding {
         Ok(Embedding { blocks, rows_per_block, rows })
     }
 
-    /// Rows `ids` in order: `[n, dim]`. Each block serves its own ids; one final select
-    /// restores the request order.
-    pub fn lookup(&self, ids: &[u32]) -> Tensor<2> {
-        let device = self.blocks[0].device();
-        let index = |v: Vec<i64>| {
-            let n = v.len();
-            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &device)
-        };
+    /// Rows `ids` in order, times `scale`: `[n, dim]`. Each block serves its own ids; one final
+    /// select restores the request order.
+    pub fn lookup(&self, ids: &[u32], scale: f32) -> Tensor<2> {
         let mut parts = Vec::new();
         let mut order = Vec::with_capacity(ids.len());
         for (b, block) in self.blocks.iter().enumerate() {
-            let (pos, local): (Vec<usize>, Vec<i64>) = ids
+            let (pos, local): (Vec<usize>, Vec<u32>) = ids
                 .iter()
                 .enumerate()
                 .filter(|(_, id)| **id as usize / self.rows_per_block == b)
-                .map(|(pos, id)| (pos, (*id as usize % self.rows_per_block) as i64))
+                .map(|(pos, id)| (pos, (*id as usize % self.rows_per_block) as u32))
                 .unzip();
             if !local.is_empty() {
                 order.extend(pos);
-                parts.push(gather(block, index(local)));
+                parts.push(block.rows_f32(&local, scale));
             }
         }
+        let rows = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) };
         if order.iter().enumerate().all(|(k, pos)| k == *pos) {
-            return Tensor::cat(parts, 0);
+            return rows;
         }
         // `order[k]` is the request position of gathered row k; invert it.
         let mut inverse = vec![0i64; ids.len()];
         for (k, pos) in order.into_iter().enumerate() {
             inverse[pos] = k as i64;
         }
-        Tensor::cat(parts, 0).select(0, index(inverse))
+        let device = rows.device();
+        rows.select(0, Tensor::<1, Int>::from_data(TensorData::new(inverse, [ids.len()]), &device))
     }
 
     /// x Eᵀ: `[n, dim]` -> `[n, rows]` (the tied LM head).
     pub fn project(&self, x: Tensor<2>) -> Tensor<2> {
-        let parts = self.blocks.iter().map(|b| x.clone().matmul(b.clone().transpose())).collect();
-        Tensor::cat(parts, 1)
+        ops::linear_blocks(x, &self.blocks)
     }
-}
-
-/// Rows `rows` of one table block, as f32. A quantized block is read through a one-hot matmul,
-/// which dequantizes inside the kernel and only reads the packed block; `select` would make Burn
-/// dequantize the whole block into a temporary first (64 MiB per decoded token).
-fn gather(block: &Tensor<2>, rows: Tensor<1, Int>) -> Tensor<2> {
-    if !matches!(block.dtype(), DType::QFloat(_)) {
-        return block.clone().select(0, rows);
-    }
-    let (n, device) = (rows.dims()[0], block.device());
-    let one_hot = Tensor::<2>::zeros([n, block.dims()[0]], &device).scatter(1, rows.reshape([n, 1]), Tensor::ones([n, 1], &device), IndexingUpdateOp::Add);
-    one_hot.matmul(block.clone())
 }
 
 /// LayerNorm over the last dimension, with affine weight and bias.
@@ -130,43 +120,36 @@ impl LayerNorm {
         Ok(LayerNorm { weight: w.get(&format!("{prefix}.weight"), [dim])?, bias: w.get(&format!("{prefix}.bias"), [dim])?, eps })
     }
 
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+    /// Over the last dimension of `[rows, dim]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
-/// A 2-D convolution with PyTorch's weight layout `[out, in / groups, kh, kw]`.
-pub struct Conv2d {
-    pub weight: Tensor<4>,
-    pub bias: Option<Tensor<1>>,
-    pub options: ConvOptions<2>,
+/// A convolution whose stride equals its kernel (patch embeddings, ConvNeXt's stem and
+/// downsampling): a matmul over non-overlapping patches. Weight rows are reordered at load from
+/// PyTorch's `[out, in, k, k]` to `[out, (k, k, in)]`, the order patches are read in.
+pub struct PatchConv {
+    pub linear: Linear,
+    pub k: usize,
 }
 
-impl Conv2d {
-    /// Square kernel `k`, stride `stride`, padding `pad`; `groups == c_in` is depthwise.
-    #[allow(clippy::too_many_arguments)]
-    pub fn load(w: &mut Loader, prefix: &str, c_in: usize, c_out: usize, k: usize, stride: usize, pad: usize, groups: usize, bias: bool) -> Result<Self> {
-        Ok(Conv2d {
-            weight: w.get(&format!("{prefix}.weight"), [c_out, c_in / groups, k, k])?,
-            bias: if bias { Some(w.get(&format!("{prefix}.bias"), [c_out])?) } else { None },
-            options: ConvOptions::new([stride, stride], [pad, pad], [1, 1], groups),
-        })
+impl PatchConv {
+    pub fn load(w: &mut Loader, prefix: &str, c_in: usize, c_out: usize, k: usize, bias: bool) -> Result<Self> {
+        let weight: Tensor<4> = w.get(&format!("{prefix}.weight"), [c_out, c_in, k, k])?;
+        let weight = Matrix::from_f32(weight.permute([0, 2, 3, 1]).reshape([c_out, k * k * c_in]));
+        let bias = if bias { Some(w.get(&format!("{prefix}.bias"), [c_out])?) } else { None };
+        Ok(PatchConv { linear: Linear { weight, bias }, k })
     }
 
-    /// `[b, c_in, h, w]` -> `[b, c_out, h', w']`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        burn::tensor::module::conv2d(x, self.weight.clone(), self.bias.clone(), self.options.clone())
+    /// Channels-last `[h, w, c]` -> `[h / k, w / k, c_out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [h, w, c] = x.dims();
+        let k = self.k;
+        let (oh, ow) = (h / k, w / k);
+        let patches = x.reshape([oh, k, ow, k, c]).permute([0, 2, 1, 3, 4]).reshape([oh * ow, k * k * c]);
+        let y = self.linear.forward(patches);
+        let c_out = y.dims()[1];
+        y.reshape([oh, ow, c_out])
     }
-}
-
-/// softmax(q kᵀ / sqrt(d) + mask) v over `[b, heads, n, d]`; `mask` is true where a query must
-/// not look.
-pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<4, Bool>>) -> Tensor<4> {
-    let d = q.dims()[3];
-    let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
-    let scores = match mask {
-        Some(m) => scores.mask_fill(m, f32::NEG_INFINITY),
-        None => scores,
-    };
-    softmax(scores, 3).matmul(v)
 }

@@ -1,6 +1,5 @@
 //! MGM: the two vision towers, patch info mining and the projector in front of Gemma (spec §2).
 
-use burn::tensor::activation::gelu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
@@ -11,6 +10,7 @@ use super::gemma::Gemma;
 use super::layers::{Linear, BLOCK_BYTES};
 use super::mining::{windows, PatchMining};
 use crate::config::{MgmConfig, VisionConfig};
+use crate::ops::Act;
 use crate::error::Result;
 use crate::weights::Loader;
 
@@ -62,9 +62,10 @@ impl Vision {
         let lr_opts = InterpolateOptions::new(InterpolateMode::Bilinear)
             .with_align_corners(false)
             .with_output_size([c.image_size, c.image_size]);
-        let clip = self.clip.forward(interpolate(hr.clone(), lr_opts)).squeeze_dim::<2>(0); // [N, C_v]
-        let stages = self.convnext.stages(hr);
-        let ([_, _, h, w], c_a) = (stages[0].dims(), self.config.mm_hidden_size_aux);
+        let channels_last = |t: Tensor<4>| t.squeeze_dim::<3>(0).permute([1, 2, 0]);
+        let clip = self.clip.forward(channels_last(interpolate(hr.clone(), lr_opts))); // [N, C_v]
+        let stages = self.convnext.stages(channels_last(hr));
+        let ([h, w, _], c_a) = (stages[0].dims(), self.config.mm_hidden_size_aux);
         let (grid, window) = (c.grid(), h / c.grid());
         // Mine a band of window rows at a time so no tensor outgrows a WebGPU binding.
         let band = (self.band_bytes / (window * w * c_a * 4)).clamp(1, grid);
@@ -82,10 +83,10 @@ impl Vision {
             attention.push(mined.attention);
         }
         let (p0, p2) = &self.mm_projector;
-        let embeds = p2.forward(gelu(p0.forward(Tensor::cat(tokens, 0))));
+        let embeds = p2.forward(p0.forward_act(Tensor::cat(tokens, 0), Act::Gelu));
         ImageFeatures {
             clip,
-            aux: keep_aux.then(|| Tensor::cat(aux, 2).squeeze_dim::<3>(0)),
+            aux: keep_aux.then(|| Tensor::cat(aux, 0).permute([2, 0, 1])),
             attention: Tensor::cat(attention, 0),
             embeds,
         }

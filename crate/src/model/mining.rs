@@ -5,6 +5,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
 
 use super::layers::{LayerNorm, Linear};
+use crate::ops;
 use crate::error::Result;
 use crate::weights::Loader;
 
@@ -24,7 +25,7 @@ impl Projector {
         })
     }
 
-    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.linear.forward(self.norm.forward(x))
     }
 }
@@ -62,10 +63,11 @@ impl PatchMining {
     pub fn forward(&self, lr: Tensor<2>, windows: Tensor<3>) -> Mined {
         let [n, m, c_a] = windows.dims();
         let c_v = lr.dims()[1];
-        let ones = Tensor::<1>::ones([c_a], &windows.device());
-        let normed = burn::tensor::module::layer_norm(windows, ones, None, EPS); // [n, m, c_a]
+        let device = windows.device();
+        let (ones, zeros) = (Tensor::<1>::ones([c_a], &device), Tensor::<1>::zeros([c_a], &device));
+        let normed = ops::layer_norm(windows.reshape([n * m, c_a]), &ones, &zeros, EPS).reshape([n, m, c_a]);
         let q = self.query.forward(lr.clone());
-        let u = q.matmul(self.key.linear.weight.clone()) * self.key.norm.weight.clone().unsqueeze::<2>(); // [n, c_a]
+        let u = q.matmul(self.key.linear.weight.to_f32()) * self.key.norm.weight.clone().unsqueeze::<2>(); // [n, c_a]
         let logits = normed.clone().matmul(u.unsqueeze_dim::<3>(2)).reshape([n, 1, m]) / (c_v as f64).sqrt();
         let p = softmax(logits, 2);
         let mean = p.clone().matmul(normed).reshape([n, c_a]);
@@ -77,23 +79,22 @@ impl PatchMining {
     /// The direct form, as MGM's `unified_resampler` computes it: project every HR pixel to keys
     /// and values. Kept as the reference the fast form is tested against.
     pub fn forward_direct(&self, lr: Tensor<2>, windows: Tensor<3>) -> Mined {
-        let [n, m, _] = windows.dims();
+        let [n, m, c_a] = windows.dims();
         let c_v = lr.dims()[1];
         let q = self.query.forward(lr.clone()).unsqueeze_dim::<3>(1); // [n, 1, c_v]
-        let k = self.key.forward(windows.clone()); // [n, m, c_v]
-        let v = self.value.forward(windows);
+        let pixels = windows.reshape([n * m, c_a]);
+        let k = self.key.forward(pixels.clone()).reshape([n, m, c_v]);
+        let v = self.value.forward(pixels).reshape([n, m, c_v]);
         let p = softmax(q.matmul(k.swap_dims(1, 2)) / (c_v as f64).sqrt(), 2); // [n, 1, m]
         let r = p.clone().matmul(v).reshape([n, c_v]);
         Mined { tokens: lr + r, attention: p.reshape([n, m]) }
     }
 }
 
-/// Cuts HR rows into windows: `[1, C_a, rows, grid*S]` -> `[(rows/S)*grid, S*S, C_a]`, token order
-/// n = row*grid + col, pixel order m = dy*S + dx (spec §2.1 step 6).
-pub fn windows(hr: Tensor<4>, window: usize) -> Tensor<3> {
-    let [_, c, h, w] = hr.dims();
+/// Cuts channels-last HR rows into windows: `[rows, grid*S, C_a]` -> `[(rows/S)*grid, S*S, C_a]`,
+/// token order n = row*grid + col, pixel order m = dy*S + dx (spec §2.1 step 6).
+pub fn windows(hr: Tensor<3>, window: usize) -> Tensor<3> {
+    let [h, w, c] = hr.dims();
     let (rows, cols) = (h / window, w / window);
-    hr.reshape([c, rows, window, cols, window])
-        .permute([1, 3, 2, 4, 0])
-        .reshape([rows * cols, window * window, c])
+    hr.reshape([rows, window, cols, window, c]).permute([0, 2, 1, 3, 4]).reshape([rows * cols, window * window, c])
 }

@@ -10,7 +10,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
 use super::quant::{self, Storage};
-use super::WeightSource;
+use super::{Uploaded, WeightSource};
+use crate::ops::Matrix;
 use crate::bail;
 use crate::config::MgmConfig;
 use crate::error::{MgmError, Result};
@@ -145,8 +146,8 @@ pub struct BundleStore {
     pub manifest: Manifest,
     device: Device,
     index: HashMap<String, usize>,
-    /// Uploaded parts per tensor, `[rows, cols]` each, taken by the model as it loads.
-    parts: HashMap<String, Vec<([usize; 2], Tensor<2>)>>,
+    /// Uploaded parts per tensor, taken by the model as it loads.
+    parts: HashMap<String, Vec<([usize; 2], Uploaded)>>,
     loaded: Vec<bool>,
 }
 
@@ -177,12 +178,14 @@ impl BundleStore {
             for p in t.parts.iter().filter(|p| p.shard == i) {
                 let bytes = &bytes[p.offset as usize..(p.offset + p.length) as usize];
                 let rows = p.rows[1] - p.rows[0];
-                let data = if t.storage.is_quantized() {
-                    super::packed_data(bytes, [rows, cols], t.storage)
+                // Weight matrices stay in their stored format; vectors and convolution kernels
+                // (rows that are not whole blocks of 32) become f32.
+                let part = if t.shape.len() == 2 && cols % quant::BLOCK == 0 {
+                    Uploaded::Matrix(Matrix::from_stored(bytes, rows, cols, t.storage, &self.device))
                 } else {
-                    TensorData::new(quant::decode(bytes, rows * cols, t.storage), [rows, cols])
+                    Uploaded::Tensor(Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, t.storage), [rows, cols]), &self.device))
                 };
-                self.parts.entry(t.name.clone()).or_default().push((p.rows, Tensor::from_data(data, &self.device)));
+                self.parts.entry(t.name.clone()).or_default().push((p.rows, part));
             }
         }
         Ok(())
@@ -220,18 +223,26 @@ impl WeightSource for BundleStore {
 
     /// The parts covering `rows`, taken from the store: a part the request covers is used as
     /// is (the converter splits the embedding at its lookup blocks), others are sliced or joined.
-    fn uploaded(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<Tensor<2>>> {
+    fn uploaded(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<Uploaded>> {
         let parts = self.entry(name, shape)?.parts.clone();
-        let mut pieces = Vec::new();
+        let (mut matrices, mut tensors) = (Vec::new(), Vec::new());
         for p in parts.iter().filter(|p| p.rows[0] < rows.end && p.rows[1] > rows.start) {
             let held = self.parts.get_mut(name).and_then(|v| v.iter().position(|(r, _)| *r == p.rows).map(|k| (v, k)));
             let Some((held, k)) = held else {
                 bail!(Missing, "bundle: tensor {name} rows {:?} are not loaded (shard {})", p.rows, self.manifest.shards[p.shard].file)
             };
             let (a, b) = (rows.start.max(p.rows[0]) - p.rows[0], rows.end.min(p.rows[1]) - p.rows[0]);
-            pieces.push(if (a, b) == (0, p.rows[1] - p.rows[0]) { held.remove(k).1 } else { held[k].1.clone().slice_dim(0, a..b) });
+            let whole = (a, b) == (0, p.rows[1] - p.rows[0]);
+            match (whole, &held[k].1) {
+                (true, _) => match held.remove(k).1 {
+                    Uploaded::Matrix(m) => matrices.push(m),
+                    Uploaded::Tensor(t) => tensors.push(t),
+                },
+                (false, Uploaded::Matrix(m)) => matrices.push(m.slice_rows(a..b)),
+                (false, Uploaded::Tensor(t)) => tensors.push(t.clone().slice_dim(0, a..b)),
+            }
         }
-        Ok(Some(if pieces.len() == 1 { pieces.remove(0) } else { Tensor::cat(pieces, 0) }))
+        Ok(Some(if tensors.is_empty() { Uploaded::Matrix(Matrix::stack(matrices)) } else { Uploaded::Tensor(Tensor::cat(tensors, 0)) }))
     }
 }
 

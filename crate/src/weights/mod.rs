@@ -15,6 +15,14 @@ use quant::Storage;
 
 use crate::config::MgmConfig;
 use crate::error::Result;
+use crate::ops::Matrix;
+
+/// A tensor (or rows of it) already on the device, as a store uploaded it: weight matrices in
+/// their stored format, everything else as f32 `[rows, cols]`.
+pub enum Uploaded {
+    Matrix(Matrix),
+    Tensor(Tensor<2>),
+}
 
 /// A store of named tensors. `rows` selects a range along dim 0, so a matrix larger than a GPU
 /// binding can be uploaded in row blocks without ever existing whole on the device.
@@ -28,9 +36,9 @@ pub trait WeightSource {
     fn read_quantized(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<(Vec<u8>, Storage)>> {
         Ok(None)
     }
-    /// The same rows as a tensor already on the device (`[rows, cols]`), when the store uploads
-    /// as it receives bytes (a bundle); `None` means read them from the host.
-    fn uploaded(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<Tensor<2>>> {
+    /// The same rows already on the device, when the store uploads as it receives bytes (a
+    /// bundle); `None` means read them from the host.
+    fn uploaded(&mut self, _name: &str, _shape: &[usize], _rows: Range<usize>) -> Result<Option<Uploaded>> {
         Ok(None)
     }
 }
@@ -42,41 +50,46 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
+    /// A tensor as f32.
     pub fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
-        if let Some(t) = self.source.uploaded(name, &shape, 0..shape[0])? {
-            return Ok(t.reshape(shape));
+        match self.source.uploaded(name, &shape, 0..shape[0])? {
+            Some(Uploaded::Tensor(t)) => Ok(t.reshape(shape)),
+            Some(Uploaded::Matrix(m)) => Ok(m.to_f32().reshape(shape)),
+            None => {
+                let values = self.source.read(name, &shape, 0..shape[0])?;
+                Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+            }
         }
-        let values = self.source.read(name, &shape, 0..shape[0])?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
     }
 
-    /// Rows `rows` of a weight matrix `[n, cols]`. A quantized store gives a quantized tensor
-    /// (block 32 along the row, f32 scales so adapters without shader-f16 run it), which Burn's
-    /// matmul dequantizes inside the kernel.
-    pub fn get_rows(&mut self, name: &str, shape: [usize; 2], rows: Range<usize>) -> Result<Tensor<2>> {
+    /// Rows `rows` of a weight matrix `[n, cols]`, in the store's format (quantized stays
+    /// quantized: the matmul decodes it).
+    pub fn get_rows(&mut self, name: &str, shape: [usize; 2], rows: Range<usize>) -> Result<Matrix> {
         let dims = [rows.len(), shape[1]];
-        if let Some(t) = self.source.uploaded(name, &shape, rows.clone())? {
-            return Ok(t);
+        match self.source.uploaded(name, &shape, rows.clone())? {
+            Some(Uploaded::Matrix(m)) => return Ok(m),
+            Some(Uploaded::Tensor(t)) => return Ok(Matrix::from_f32(t)),
+            None => {}
         }
         if let Some((stored, storage)) = self.source.read_quantized(name, &shape, rows.clone())? {
-            return Ok(Tensor::from_data(packed_data(&stored, dims, storage), &self.device));
+            return Ok(Matrix::from_stored(&stored, dims[0], dims[1], storage, &self.device));
         }
         let values = self.source.read(name, &shape, rows)?;
-        Ok(Tensor::from_data(TensorData::new(values, dims), &self.device))
+        Ok(Matrix::from_f32(Tensor::from_data(TensorData::new(values, dims), &self.device)))
     }
 
-    /// A whole weight matrix, quantized when the store keeps it so.
-    pub fn get_matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
+    /// A whole weight matrix.
+    pub fn get_matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Matrix> {
         self.get_rows(name, shape, 0..shape[0])
     }
 }
 
-/// Burn's packed layout for block-quantized values, from the bundle's stored bytes (values, then
-/// f16 scales): u32 words along the row (q8: four values, q4: eight two's-complement nibbles,
+/// Burn's packed layout for block-quantized values (flex), from the bundle's stored bytes (values,
+/// then f16 scales): u32 words along the row (q8: four values, q4: eight two's-complement nibbles,
 /// lowest bits first), then f32 scales. Stored q8 bytes already are that; stored q4 nibbles are
 /// q + 8, and flipping each nibble's top bit makes them two's complement. So this is one pass
 /// over the bytes, with no unpacked copy (it runs on every shard the browser loads).
-pub(crate) fn packed_data(stored: &[u8], dims: [usize; 2], storage: Storage) -> TensorData {
+pub fn packed_data(stored: &[u8], dims: [usize; 2], storage: Storage) -> TensorData {
     let value = if storage == Storage::Q8 { QuantValue::Q8S } else { QuantValue::Q4S };
     let (values, scales) = quant::split_stored(stored, dims[0] * dims[1], storage);
     let mut bytes = Vec::with_capacity(values.len() + 2 * scales.len());
@@ -153,7 +166,7 @@ impl WeightSource for Counted<'_> {
         Ok(out)
     }
 
-    fn uploaded(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<Tensor<2>>> {
+    fn uploaded(&mut self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Option<Uploaded>> {
         let cols: usize = shape.iter().skip(1).product();
         let out = self.inner.uploaded(name, shape, rows.clone())?;
         if out.is_some() {

@@ -48,6 +48,9 @@ pub struct Args {
     /// Bundles (or checkpoints) to load and time instead: load time, peak RSS, text speed.
     #[arg(long, value_delimiter = ',')]
     bundle: Vec<PathBuf>,
+    /// Time the matrix kernels against Burn's matmul on one device (development).
+    #[arg(long)]
+    kernels: bool,
     /// Report each preset's error per Gemma layer and on the logits against f32, on a
     /// Gemma-2B-shaped model with random weights (first backend only).
     #[arg(long)]
@@ -63,6 +66,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.accuracy {
         return run_accuracy(&a);
+    }
+    if a.kernels {
+        return run_kernels(&a);
     }
     let mut full = GemmaConfig::gemma_2b();
     full.num_hidden_layers = a.layers;
@@ -214,10 +220,11 @@ fn run_mgm(a: &Args) -> Result<()> {
             let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
             let t = now_ms();
             let lr = burn::tensor::module::interpolate(hr.clone(), burn::tensor::ops::InterpolateOptions::new(burn::tensor::ops::InterpolateMode::Bilinear).with_align_corners(false).with_output_size([v.clip.image_size; 2]));
-            pollster::block_on(sync(vision.clip.forward(lr).squeeze_dim(0)))?;
+            let channels_last = |t: Tensor<4>| t.squeeze_dim::<3>(0).permute([1, 2, 0]);
+            pollster::block_on(sync(vision.clip.forward(channels_last(lr))))?;
             let clip_ms = now_ms() - t;
             let t = now_ms();
-            let stages = vision.convnext.stages(hr.clone());
+            let stages = vision.convnext.stages(channels_last(hr.clone()));
             let n = stages[3].shape().num_elements();
             pollster::block_on(sync(stages[3].clone().reshape([n, 1])))?;
             let convnext_ms = now_ms() - t;
@@ -227,7 +234,7 @@ fn run_mgm(a: &Args) -> Result<()> {
             pollster::block_on(sync(f.embeds.clone()))?;
             let mining_ms = (now_ms() - t) - clip_ms - convnext_ms;
             let prompt: Vec<u32> = (0..32).map(|i| 2 + i * 97).collect();
-            let embeds = Tensor::cat(vec![f.embeds, model.gemma.embed_tokens.lookup(&prompt)], 0).unsqueeze::<3>();
+            let embeds = Tensor::cat(vec![f.embeds, model.gemma.embed(&prompt)], 0);
             let opts = GenerateOptions { max_new_tokens: a.new_tokens, sampling: Sampling::default(), stop_ids: vec![], prompt_logits: false };
             let g = pollster::block_on(generate(&model.gemma, embeds, &opts, &mut |_| true))?.timings;
             if pass == 1 {
@@ -276,3 +283,46 @@ fn table(labels: [&str; 2], cols: &[&str], rows: &[(String, String, Vec<f64>)], 
     }
 }
 
+
+/// The matrix kernel against Burn's matmul on the same device, for Gemma-2B's decode and
+/// prefill shapes: milliseconds per product and the largest difference.
+fn run_kernels(a: &Args) -> Result<()> {
+    use mgm::ops::{self, Matrix};
+    let (device, desc) = device::init(a.backend[0].parse::<Backend>()?)?;
+    let time = |f: &dyn Fn() -> Tensor<2>| -> Result<(f64, Vec<f32>)> {
+        let out = pollster::block_on(read_f32(f()))?;
+        let t = now_ms();
+        let reps = 3;
+        for _ in 0..reps {
+            pollster::block_on(read_f32(f().slice([0..1, 0..1])))?;
+        }
+        Ok(((now_ms() - t) / reps as f64, out))
+    };
+    let mut rng = mgm::rng::Rng::new(1);
+    let mut rows_out = Vec::new();
+    for (n, k) in [(2560usize, 2048usize), (16384, 2048), (2048, 16384)] {
+        let w: Vec<f32> = (0..n * k).map(|_| rng.uniform() - 0.5).collect();
+        for storage in [Storage::Q4, Storage::Q8, Storage::F16] {
+            let stored = quant::encode(&w, storage);
+            let burn_w = if storage.is_quantized() {
+                Tensor::<2>::from_data(mgm::weights::packed_data(&stored, [n, k], storage), &device)
+            } else {
+                Tensor::<2>::from_data(TensorData::new(quant::decode(&stored, n * k, storage), [n, k]), &device)
+            };
+            let ours = Matrix::from_stored(&stored, n, k, storage, &device);
+            for m in [1usize, 32, 256] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.uniform() - 0.5).collect();
+                let x = Tensor::<2>::from_data(TensorData::new(x, [m, k]), &device);
+                let (t_burn, want) = time(&|| ops::reference::product(x.clone(), std::slice::from_ref(&burn_w), Default::default()))?;
+                let (t_ours, got) = time(&|| ops::linear(x.clone(), &ours, None))?;
+                let err = got.iter().zip(&want).map(|(a, b)| if a.is_finite() { (a - b).abs() } else { f32::INFINITY }).fold(0f32, f32::max);
+                eprintln!("[{m}x{k}] x [{n}x{k}]^T {storage:?}: burn {t_burn:.1} ms, ours {t_ours:.1} ms, max diff {err:.1e}");
+                rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "burn".to_string(), vec![t_burn, err as f64]));
+                rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "ours".to_string(), vec![t_ours, err as f64]));
+            }
+        }
+    }
+    println!("\n{desc}: milliseconds per product (Burn's matmul; Burn's dequantized f32 matmul for several quantized rows)");
+    table(["product", "kernel"], &["ms", "max diff"], &rows_out, &[true, false]);
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! How a weight matrix is stored on the device, and the one routine every matrix kernel reads it
+//! through. The words are the bundle's stored bytes as they are (docs/bundle-format.md):
+//! - `Q4`: 8 values per u32, lowest nibble first, each nibble q + 8; a f16 scale per 32 values;
+//! - `Q8`: 4 values per u32, lowest byte first, two's complement; a f16 scale per 32 values;
+//! - `F16`: 2 values per u32, low half first; `F32`: the f32 bits.
+//! Scales are f16 pairs in u32 words, row-major `[rows, cols / 32]`, low half first, each row
+//! starting at a word (a row with an odd number of blocks ends in a padding half).
+
+use cubecl::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    F32,
+    F16,
+    Q8,
+    Q4,
+}
+
+impl Format {
+    /// Bits per value.
+    pub const fn bits(self) -> usize {
+        match self {
+            Format::F32 => 32,
+            Format::F16 => 16,
+            Format::Q8 => 8,
+            Format::Q4 => 4,
+        }
+    }
+
+    /// u32 words per 32-value block.
+    pub const fn words_per_block(self) -> usize {
+        match self {
+            Format::F32 => 32,
+            Format::F16 => 16,
+            Format::Q8 => 8,
+            Format::Q4 => 4,
+        }
+    }
+}
+
+/// IEEE half bits (low 16 bits of `h`) to f32, in integer arithmetic: WGSL has f16 only with the
+/// `shader-f16` feature.
+#[cube]
+pub fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u32) << 16u32;
+    let exp = (h >> 10u32) & 0x1fu32;
+    let mant = h & 0x3ffu32;
+    let normal = sign | ((exp + 112u32) << 23u32) | (mant << 13u32);
+    let sub = sign | u32::reinterpret(f32::cast_from(mant) * 5.9604645e-8f32);
+    let finite = select(exp == 0u32, sub, normal);
+    let special = sign | 0x7f80_0000u32 | (mant << 13u32);
+    f32::reinterpret(select(exp == 31u32, special, finite))
+}
+
+/// The f16 scale of block `b` (of `blocks` per row) of `row`. Each row's scales start at a word,
+/// so stacked and joined parts stay aligned: a row with an odd number of blocks has a padding half.
+#[cube]
+pub fn scale(s: &[u32], row: usize, b: usize, blocks: usize) -> f32 {
+    let i = row * (blocks + blocks % 2) + b;
+    let word = s[i / 2];
+    f16_to_f32(select(i % 2 == 1, word >> 16u32, word & 0xffffu32))
+}
+
+/// Value `i` (comptime) of a stored word, as f32 (before the block scale).
+#[cube]
+pub fn unpack(word: u32, #[comptime] fmt: Format, #[comptime] i: usize) -> f32 {
+    match comptime![fmt] {
+        Format::Q4 => f32::cast_from((word >> comptime![(4 * i) as u32]) & 0xfu32) - 8.0f32,
+        // Shift the byte to the top, then an arithmetic shift back sign-extends it.
+        Format::Q8 => f32::cast_from(i32::reinterpret(word << comptime![(24 - 8 * i) as u32]) >> 24i32),
+        Format::F16 => f16_to_f32((word >> comptime![(16 * i) as u32]) & 0xffffu32),
+        Format::F32 => f32::reinterpret(word),
+    }
+}
+
+/// The scale of block `b` of `row` (1 for float formats).
+#[cube]
+pub fn block_scale(s: &[u32], #[comptime] fmt: Format, row: usize, b: usize, blocks: usize) -> f32 {
+    let mut d = 1.0f32;
+    if comptime![fmt == Format::Q4 || fmt == Format::Q8] {
+        d = scale(s, row, b, blocks);
+    }
+    d
+}
+
+/// Values 32b + 4c .. +4 of weight row `row` (unscaled), `c` in 0..8 (comptime).
+#[cube]
+pub fn decode4<N: Size>(w: &[Vector<u32, N>], #[comptime] fmt: Format, row: usize, b: usize, blocks: usize, #[comptime] c: usize) -> Vector<f32, N> {
+    let wpb = comptime![fmt.words_per_block()];
+    let per_word = comptime![32 / fmt.words_per_block()];
+    // Word (in the block) holding value 4c, and the vector of 4 words it is in.
+    let first = comptime![4 * c / per_word];
+    let words = w[(row * blocks + b) * comptime![wpb / 4] + comptime![first / 4]];
+    let mut q = Vector::<f32, N>::empty();
+    #[unroll]
+    for t in 0..4usize {
+        let value = comptime![4 * c + t];
+        q.insert(t, unpack(words.extract(comptime![(value / per_word) % 4]), fmt, comptime![value % per_word]));
+    }
+    q
+}

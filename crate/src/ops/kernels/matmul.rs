@@ -1,0 +1,237 @@
+//! y = act(x Wᵀ + b) + r for activations x `[m, k]` (f32) and a stored weight W `[n, k]` in any
+//! [`Format`]. One invocation owns one weight row and `tm` rows of x: each 32-value block of W is
+//! decoded once into registers and used for all `tm` rows, so decode (m = 1, tm = 1) and prefill
+//! share one kernel. Lanes of a workgroup take consecutive weight rows and read the same x.
+
+use burn::backend::wgpu::CubeTensor;
+use burn::tensor::Tensor;
+use cubecl::prelude::*;
+
+use super::format::{self, Format};
+use super::{empty, float, words, wrap, Packed};
+
+/// What follows the product, per output value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    None,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// GELU, tanh approximation.
+    GeluTanh,
+    /// CLIP's x * sigmoid(1.702 x).
+    QuickGelu,
+}
+
+#[cube]
+pub fn activate(v: f32, #[comptime] act: Epilogue) -> f32 {
+    match comptime![act] {
+        Epilogue::None => v,
+        Epilogue::Gelu => {
+            0.5f32 * v * (1.0f32 + Erf::erf(v * 0.70710677f32))
+        }
+        Epilogue::GeluTanh => {
+            let inner = 0.7978846f32 * (v + 0.044715f32 * v * v * v);
+            0.5f32 * v * (1.0f32 + inner.tanh())
+        }
+        Epilogue::QuickGelu => v / (1.0f32 + (-1.702f32 * v).exp()),
+    }
+}
+
+/// Options that pick a kernel variant (each combination compiles once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub fmt: Format,
+    /// Rows of x per invocation.
+    pub tm: usize,
+    /// Weight rows (output columns) per invocation.
+    pub tn: usize,
+    pub bias: bool,
+    /// `bias` holds [bias; γ] and y = γ ⊙ (x Wᵀ + b) before the residual (ConvNeXt's layer scale).
+    pub gamma: bool,
+    pub residual: bool,
+    pub act: Epilogue,
+    /// W stacks [gate; up] (each n rows): y = act(x gateᵀ) * (x upᵀ).
+    pub glu: bool,
+}
+
+/// Each invocation computes a tm x tn tile of y, four values of k at a time: a vector of x per
+/// row, four decoded weights per weight row, tm * tn * 4 multiply-adds. A weight is decoded and
+/// scaled once for tm rows of x; an x vector is read once for tn weight rows.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn matmul<N: Size>(
+    x: &[Vector<f32, N>],
+    w: &[Vector<u32, N>],
+    s: &[u32],
+    bias: &[f32],
+    residual: &[f32],
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    out_stride: usize,
+    out_offset: usize,
+    #[comptime] v: Variant,
+) {
+    let (tm, tn) = comptime![(v.tm, v.tn)];
+    let parts = comptime![if v.glu { 2usize } else { 1usize }];
+    let n0 = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * tn;
+    let m0 = CUBE_POS_Y as usize * tm;
+    if n0 < n {
+        let blocks = k / 32;
+        // acc[(p * tn + j) * tm + i]: x row m0 + i, weight row n0 + j of part p (gate, up).
+        let mut acc = Array::<f32>::new(comptime![parts * tn * tm]);
+        #[unroll]
+        for a in 0..comptime![parts * tn * tm] {
+            acc[a] = 0.0f32;
+        }
+        // Weight rows past n (a partial last tile) read row n - 1 and are never written.
+        let mut rows = Array::<usize>::new(comptime![parts * tn]);
+        #[unroll]
+        for p in 0..parts {
+            #[unroll]
+            for j in 0..tn {
+                rows[comptime![p * tn + j]] = (n0 + j).min(n - 1) + p * n;
+            }
+        }
+        let mut xrow = Array::<usize>::new(tm);
+        #[unroll]
+        for i in 0..tm {
+            xrow[i] = (m0 + i).min(m - 1) * (k / 4);
+        }
+        let mut wv = Array::<f32>::new(comptime![parts * tn * 4]);
+        for b in 0..blocks {
+            let mut d = Array::<f32>::new(comptime![parts * tn]);
+            #[unroll]
+            for r in 0..comptime![parts * tn] {
+                d[r] = format::block_scale(s, v.fmt, rows[r], b, blocks);
+            }
+            #[unroll]
+            for c in 0..8usize {
+                // Four weights k = 32b + 4c .. +4 of each row, scaled.
+                #[unroll]
+                for r in 0..comptime![parts * tn] {
+                    let q = format::decode4::<N>(w, v.fmt, rows[r], b, blocks, c);
+                    #[unroll]
+                    for t in 0..4usize {
+                        wv[comptime![r * 4 + t]] = q.extract(t) * d[r];
+                    }
+                }
+                #[unroll]
+                for i in 0..tm {
+                    let xs = x[xrow[i] + b * 8 + c];
+                    #[unroll]
+                    for r in 0..comptime![parts * tn] {
+                        let mut sum = acc[comptime![r * tm + i]];
+                        #[unroll]
+                        for t in 0..4usize {
+                            sum += wv[comptime![r * 4 + t]] * xs.extract(t);
+                        }
+                        acc[comptime![r * tm + i]] = sum;
+                    }
+                }
+            }
+        }
+        #[unroll]
+        for j in 0..tn {
+            let col = n0 + j;
+            #[unroll]
+            for i in 0..tm {
+                let row = m0 + i;
+                if row < m && col < n {
+                    let mut y = acc[comptime![j * tm + i]];
+                    if comptime![v.bias] {
+                        y += bias[col];
+                    }
+                    y = activate(y, v.act);
+                    if comptime![v.glu] {
+                        y *= acc[comptime![(tn + j) * tm + i]];
+                    }
+                    if comptime![v.gamma] {
+                        y *= bias[n + col];
+                    }
+                    if comptime![v.residual] {
+                        y += residual[row * n + col];
+                    }
+                    out[row * out_stride + out_offset + col] = y;
+                }
+            }
+        }
+    }
+}
+
+/// Rows of x per invocation and weight rows per invocation, by the number of x rows. Measured on
+/// lavapipe (`mgm bench --kernels`): one x row, 4 weight rows each; several, 4 x 8 tiles.
+fn tile(m: usize) -> (usize, usize) {
+    if m == 1 { (1, 4) } else { (4, 8) }
+}
+
+const LANES: usize = 64;
+
+/// Launches `matmul` writing into columns `out_offset..` of `out` (row stride `out_stride`).
+#[allow(clippy::too_many_arguments)]
+fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<CubeTensor>, out: &CubeTensor, out_stride: usize, out_offset: usize, variant: Variant) {
+    let m = x.meta.shape()[0];
+    let n = if variant.glu { p.rows / 2 } else { p.rows };
+    let values = words(&p.values);
+    let scales = p.scales.as_ref().map(words).unwrap_or_else(|| empty(x, [1]));
+    let bias = bias.unwrap_or_else(|| empty(x, [1]));
+    let residual = residual.unwrap_or_else(|| empty(x, [1]));
+    let client = x.client.clone();
+    unsafe {
+        matmul::launch_unchecked(
+            &client,
+            CubeCount::Static(n.div_ceil(LANES * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1),
+            CubeDim::new_1d(LANES as u32),
+            4,
+            x.clone().into_buffer_arg(),
+            values.into_buffer_arg(),
+            scales.into_buffer_arg(),
+            bias.into_buffer_arg(),
+            residual.into_buffer_arg(),
+            out.clone().into_buffer_arg(),
+            m,
+            n,
+            p.k,
+            out_stride,
+            out_offset,
+            variant,
+        );
+    }
+}
+
+/// `act(x Wᵀ + bias) [⊙ up] [⊙ γ] [+ residual]` for x `[m, k]`: `[m, n]`.
+pub fn launch(x: Tensor<2>, p: &Packed, bias: Option<&Tensor<1>>, gamma: Option<&Tensor<1>>, residual: Option<Tensor<2>>, act: Epilogue, glu: bool) -> Tensor<2> {
+    assert!(!(glu && bias.is_some()), "a gated product has no bias");
+    let m = x.dims()[0];
+    let n = if glu { p.rows / 2 } else { p.rows };
+    let x = float(x);
+    let (tm, tn) = tile(m);
+    let variant = Variant { fmt: p.format, tm, tn, bias: bias.is_some(), gamma: gamma.is_some(), residual: residual.is_some(), act, glu };
+    // γ rides in the bias buffer, after the bias: one binding fewer (WebGPU guarantees 8).
+    let bias = match (bias, gamma) {
+        (Some(b), Some(g)) => Some(float(Tensor::cat(vec![b.clone(), g.clone()], 0))),
+        (Some(b), None) => Some(float(b.clone())),
+        (None, None) => None,
+        (None, Some(_)) => panic!("layer scale needs a bias"),
+    };
+    let out = empty(&x, [m, n]);
+    run(&x, p, bias, residual.map(float), &out, n, 0, variant);
+    wrap(out)
+}
+
+/// x against several row blocks, each written into its own columns of one `[m, Σ rows]` output.
+pub fn launch_blocks(x: Tensor<2>, blocks: &[&Packed]) -> Tensor<2> {
+    let m = x.dims()[0];
+    let total: usize = blocks.iter().map(|p| p.rows).sum();
+    let x = float(x);
+    let (tm, tn) = tile(m);
+    let out = empty(&x, [m, total]);
+    let mut offset = 0;
+    for p in blocks {
+        let variant = Variant { fmt: p.format, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false };
+        run(&x, p, None, None, &out, total, offset, variant);
+        offset += p.rows;
+    }
+    wrap(out)
+}

@@ -1,0 +1,99 @@
+//! Our CubeCL kernels: compiled to WGSL for WebGPU (and natively for wgpu), launched on Burn's
+//! device through its CubeCL primitives. Only `ops` calls them; each file has its kernels and
+//! their launch functions.
+
+pub mod attention;
+pub mod conv;
+pub mod format;
+pub mod gather;
+pub mod matmul;
+pub mod norm;
+
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::{Cube, CubeDevice, DispatchDevice, RuntimeId};
+use burn::tensor::{DType, Device, Int, Shape, Tensor};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+
+pub use format::Format;
+
+/// The CubeCL device behind `device` when it is wgpu (WebGPU, Vulkan, Metal, DX12); None on flex.
+pub fn cube_device(device: &Device) -> Option<CubeDevice> {
+    match device.as_dispatch() {
+        DispatchDevice::Cube(d) if d.runtime() == RuntimeId::Wgpu => Some(d.clone()),
+        _ => None,
+    }
+}
+
+/// The contiguous f32 buffer behind a float tensor.
+pub(crate) fn float<const D: usize>(t: Tensor<D>) -> CubeTensor {
+    let t = into_contiguous(t.try_into_primitive::<Cube>().expect("a float tensor on wgpu"));
+    assert_eq!(t.dtype, DType::F32, "kernels take f32 activations");
+    t
+}
+
+pub(crate) fn words(t: &Tensor<1, Int>) -> CubeTensor {
+    into_contiguous(t.clone().try_into_primitive::<Cube>().expect("a u32 tensor on wgpu"))
+}
+
+/// A new contiguous f32 buffer on `like`'s device.
+pub(crate) fn empty(like: &CubeTensor, shape: impl Into<Shape>) -> CubeTensor {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape.into(), DType::F32)
+}
+
+pub(crate) fn wrap<const D: usize>(t: CubeTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Cube>(t)
+}
+
+/// A grid of `cubes` workgroups within WebGPU's 65535 per dimension; kernels index by
+/// ABSOLUTE_POS and check it against their size.
+pub(crate) fn grid(cubes: usize) -> (u32, u32) {
+    let x = cubes.clamp(1, 65535);
+    (x as u32, cubes.div_ceil(x) as u32)
+}
+
+/// A weight matrix on a wgpu device as its stored words (see [`format`]): `rows` rows of `k`
+/// values (the logical columns padded to whole blocks of 32).
+#[derive(Clone)]
+pub struct Packed {
+    pub values: Tensor<1, Int>,
+    /// f16 block scales (Q4, Q8).
+    pub scales: Option<Tensor<1, Int>>,
+    pub format: Format,
+    pub rows: usize,
+    pub k: usize,
+}
+
+impl Packed {
+    /// An f32 matrix `[rows, k]` (k a multiple of 32) as F32 words: the same buffer, read as u32.
+    pub fn from_f32(t: Tensor<2>) -> Packed {
+        let [rows, k] = t.dims();
+        let c = float(t);
+        let words = CubeTensor::new_contiguous(c.client, c.device, Shape::new([rows * k]), c.handle, DType::U32);
+        Packed { values: Tensor::from_primitive::<Cube>(words), scales: None, format: Format::F32, rows, k }
+    }
+
+    /// Rows `rows`: each row's values and scales are whole words.
+    pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Packed {
+        let (vw, sw) = (self.k / (32 / self.format.bits()), (self.k / 32).div_ceil(2));
+        Packed {
+            values: self.values.clone().slice([rows.start * vw..rows.end * vw]),
+            scales: self.scales.clone().map(|s| s.slice([rows.start * sw..rows.end * sw])),
+            rows: rows.len(),
+            ..self.clone()
+        }
+    }
+
+    /// Row stacks: values and scales joined (each row's scales start at a word, so they line up).
+    pub fn stack(parts: &[&Packed]) -> Packed {
+        let p0 = parts[0];
+        assert!(parts.iter().all(|p| p.format == p0.format && p.k == p0.k), "stacked matrices share a format");
+        Packed {
+            values: Tensor::cat(parts.iter().map(|p| p.values.clone()).collect(), 0),
+            scales: p0.scales.as_ref().map(|_| Tensor::cat(parts.iter().map(|p| p.scales.clone().unwrap()).collect(), 0)),
+            format: p0.format,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            k: p0.k,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The one layer between the model's math and how it runs. Model files call these functions and
+//! never look at dtypes or devices; here each op runs our CubeCL kernels on wgpu (WebGPU in the
+//! browser, Vulkan/Metal/DX12 natively) and plain Burn ops on flex (the CPU), which is also the
+//! reference every kernel is tested against (`tests/ops.rs`).
+
+mod attention;
+mod conv;
+pub mod kernels;
+mod matrix;
+mod norm;
+
+pub use attention::{attention, causal_self_attention, Heads, KvCache, Rope};
+pub use conv::depthwise_conv;
+pub use matrix::{glu, linear, linear_act, linear_add, linear_blocks, linear_scale_add, Act, Matrix};
+pub use norm::{layer_norm, rms_norm};
+
+/// Plain-Burn versions of every op, for any device: what flex runs, and what the kernels are
+/// compared with on wgpu itself.
+pub mod reference {
+    pub use super::attention::reference::{attention, causal_self_attention};
+    pub use super::conv::reference::depthwise_conv;
+    pub use super::matrix::reference::product;
+    pub use super::norm::reference::{layer_norm, rms_norm};
+}
+
+/// Whether `device` runs our kernels (wgpu) rather than plain Burn ops (flex).
+pub fn uses_kernels(device: &burn::tensor::Device) -> bool {
+    kernels::cube_device(device).is_some()
+}
