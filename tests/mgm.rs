@@ -77,7 +77,7 @@ fn end_to_end_logits_and_greedy_ids_match() {
             let gen_prompt = want["gen"].as_bool().unwrap();
             let turns: Vec<(Role, &str)> = want["turns"].as_array().unwrap().iter()
                 .map(|t| (if t[0] == "user" { Role::User } else { Role::Model }, t[1].as_str().unwrap())).collect();
-            let prompt = Prompt::chat(&model, &tok, Template::Gemma, &turns, &images, gen_prompt, false).unwrap();
+            let prompt = Prompt::chat(&model, &tok, Template::Gemma, &turns, &images, gen_prompt, false, &mut Default::default()).unwrap();
             assert_eq!(prompt.ids(), ids(&want["prompt_ids"]), "{dev} {case} prompt ids");
             let embeds = prompt.embed(&model).unwrap();
             if case == "one_image" {
@@ -108,12 +108,55 @@ fn prompts_that_do_not_fit_are_errors() {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
     // 16 image tokens + text over tokenizer_model_max_length (200): an error, never a silent cut.
     let long = "word ".repeat(300);
-    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[Image::Encoded(img.clone())], false, false).unwrap();
+    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[Image::Encoded(img.clone())], false, false, &mut Default::default()).unwrap();
     let err = prompt.embed(&model).unwrap_err();
     assert!(err.message().contains("at most 200"), "{err}");
-    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(b"not an image".to_vec())], false, false).err().unwrap();
+    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(b"not an image".to_vec())], false, false, &mut Default::default()).err().unwrap();
     assert!(err.message().starts_with("image 1: not an image"), "{err}");
     let (gemma_only, tok) = load_dir(&fixture("gemma_mqa"), &device, &mut |_| {}).unwrap();
-    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(img)], false, false).err().unwrap();
+    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(img)], false, false, &mut Default::default()).err().unwrap();
     assert!(err.message().contains("no vision tower"), "{err}");
+}
+
+#[test]
+fn follow_ups_reuse_the_cache_and_give_the_reference_ids() {
+    use mgm::generate::chat::{chat, ChatRequest, Conversation};
+    let want = &meta()["cases"]["multi_turn"];
+    let turns: Vec<(Role, String)> = want["turns"].as_array().unwrap().iter()
+        .map(|t| (if t[0] == "user" { Role::User } else { Role::Model }, t[1].as_str().unwrap().to_string())).collect();
+    let image = || Image::Encoded(std::fs::read(fixture("images").join(want["images"][0].as_str().unwrap())).unwrap());
+    for (dev, device) in devices() {
+        let (model, tok) = load_dir(&fixture("mgm_tiny"), &device, &mut |_| {}).unwrap();
+        let request = |turns: &[(Role, String)], images| ChatRequest {
+            turns: turns.to_vec(),
+            images,
+            template: Template::Gemma,
+            gen_prompt: false,
+            options: GenerateOptions { max_new_tokens: 16, sampling: Sampling::default(), stop_ids: tok.stop_ids(), prompt_logits: false },
+            attention: false,
+            keep_aux: false,
+        };
+        let mut conv = Conversation::default();
+        let ask = |conv: &mut Conversation, req: &ChatRequest| pollster::block_on(chat(conv, &model, &tok, req, &mut |_, _| true)).unwrap();
+        // The first question, then the follow-up: its prefix up to the model's turn is cached,
+        // the image is not encoded again, and the ids are transformers' for the whole conversation.
+        let first = ask(&mut conv, &request(&turns[..1], vec![image()]));
+        assert_eq!(first.generation.timings.cached_tokens, 0, "{dev}: a new conversation has nothing cached");
+        let follow = ask(&mut conv, &request(&turns, vec![image()]));
+        let t = &follow.generation.timings;
+        let got: Vec<i64> = follow.generation.ids.iter().map(|&i| i as i64).collect();
+        assert_eq!(got, ids(&want["generated_ids"]), "{dev}: follow-up greedy ids");
+        assert!(t.cached_tokens > 16, "{dev}: the image and first turn come from the cache ({} cached)", t.cached_tokens);
+        assert_eq!(t.cached_tokens + t.prompt_tokens, ids(&want["prompt_ids"]).len() + 15, "{dev}: every position is cached or prefilled");
+        assert_eq!(follow.image_ms, 0.0, "{dev}: the image is not encoded again");
+        // Regenerate: the same request again prefills one position and answers the same.
+        let again = ask(&mut conv, &request(&turns, vec![image()]));
+        assert_eq!(again.generation.timings.prompt_tokens, 1, "{dev}: regenerate prefills only the last position");
+        assert_eq!(again.generation.ids, follow.generation.ids, "{dev}: regenerated ids");
+        // A new conversation (Clear) starts from nothing and still agrees.
+        conv.clear();
+        let fresh = ask(&mut conv, &request(&turns, vec![image()]));
+        assert_eq!(fresh.generation.timings.cached_tokens, 0);
+        assert_eq!(fresh.generation.ids, follow.generation.ids, "{dev}: fresh recompute");
+    }
 }

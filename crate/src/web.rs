@@ -2,7 +2,7 @@
 //! caches and hands over each shard's bytes; this side verifies and uploads them, then runs
 //! chats. Every failure reaches JS as an `Error` whose `code` is [`MgmError::code`].
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::{Array, Float32Array, Function, Reflect, Uint8Array};
@@ -11,7 +11,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::{MgmError, Result};
-use crate::generate::chat::{chat, ChatRequest};
+use crate::generate::chat::{chat, ChatRequest, Conversation};
 use crate::generate::session::Finish;
 use crate::generate::{generate, GenerateOptions, Sampling};
 use crate::model::Mgm;
@@ -65,7 +65,7 @@ impl Loading {
     /// Builds the engine; every shard must be in.
     pub fn finish(self) -> std::result::Result<Engine, JsValue> {
         let model = self.store.finish(&mut |_| {}).map_err(js_error)?;
-        Ok(Engine { inner: Rc::new(Inner { model, tok: self.tokenizer, device: self.device, busy: Cell::new(false) }) })
+        Ok(Engine { inner: Rc::new(Inner { model, tok: self.tokenizer, device: self.device, busy: Cell::new(false), conv: RefCell::default() }) })
     }
 }
 
@@ -74,6 +74,8 @@ struct Inner {
     tok: Tokenizer,
     device: String,
     busy: Cell<bool>,
+    /// The KV cache and images of the conversation so far (follow-ups prefill only what is new).
+    conv: RefCell<Conversation>,
 }
 
 #[wasm_bindgen]
@@ -124,6 +126,15 @@ impl Engine {
             generate(gemma, gemma.embed(&bos), &opts, &mut |_| true).await.map_err(js_error)?;
             Ok(JsValue::UNDEFINED)
         })
+    }
+
+    /// Forgets the conversation's KV cache and images (a new chat).
+    pub fn reset(&self) -> std::result::Result<(), JsValue> {
+        if self.inner.busy.get() {
+            return Err(js_error(MgmError::Input("the engine is answering; abort it before starting a new chat".into())));
+        }
+        self.inner.conv.borrow_mut().clear();
+        Ok(())
     }
 
     /// Runs one chat. `images`: each a `Uint8Array` of file bytes or `{width, height, data}` RGBA
@@ -182,7 +193,9 @@ async fn run_chat(inner: &Inner, request: &str, images: &Array, on_token: &Funct
         keep_aux: false,
     };
     let mut thrown = None;
-    let reply = chat(&inner.model, &inner.tok, &request, &mut |id, text| match on_token.call2(&JsValue::NULL, &text.into(), &id.into()) {
+    // `busy` keeps any other call away from the conversation while this one awaits.
+    let mut conv = inner.conv.borrow_mut();
+    let reply = chat(&mut conv, &inner.model, &inner.tok, &request, &mut |id, text| match on_token.call2(&JsValue::NULL, &text.into(), &id.into()) {
         Ok(go) => go.as_bool() != Some(false),
         Err(e) => {
             thrown = Some(e);
@@ -201,7 +214,9 @@ async fn run_chat(inner: &Inner, request: &str, images: &Array, on_token: &Funct
         "finish_reason": match g.finish { Finish::Stop => "stop", Finish::Length => "length", Finish::Aborted => "abort" },
         "image_prompt": reply.image_prompt,
         "usage": {
-            "prompt_tokens": t.prompt_tokens,
+            "prompt_tokens": t.prompt_tokens + t.cached_tokens,
+            "cached_tokens": t.cached_tokens,
+            "time_to_first_token_ms": reply.image_ms + t.prefill_ms,
             "completion_tokens": g.ids.len(),
             "image_encode_ms": reply.image_ms,
             "prefill_ms": t.prefill_ms,

@@ -1,12 +1,13 @@
 //! One chat request end to end: the conversation and its images in, streamed text and the reply
-//! out. The CLI drives it with `block_on`; the browser engine awaits it.
+//! out. The CLI drives it with `block_on`; the browser engine awaits it. A [`Conversation`]
+//! keeps the KV cache and the encoded images between requests, so a follow-up question
+//! prefills only what is new.
 
-use super::prompt::Prompt;
+use super::prompt::{ImageCache, Position, Prompt};
 use super::session::read_f32;
-use super::{generate, GenerateOptions, Generation};
-use crate::device::now_ms;
+use super::{generate_after, GenerateOptions, Generation};
 use crate::error::Result;
-use crate::model::Mgm;
+use crate::model::{KvCache, Mgm};
 use crate::preprocess::Image;
 use crate::text::stream::TextStream;
 use crate::text::template::{image_prompt, Role, Template};
@@ -33,21 +34,62 @@ pub struct ChatReply {
     pub text: String,
     /// What the model wrote inside `<h>...</h>`, when asked with `gen_prompt`.
     pub image_prompt: Option<String>,
-    /// Both towers, mining and the projector, for all images.
+    /// Both towers, mining and the projector, for the images not encoded before (0 if none).
     pub image_ms: f64,
     /// Per image, the mining attention `[tokens, window²]`, row-major (when asked for).
     pub attention: Vec<Vec<f32>>,
 }
 
-/// Runs `req`. `on_text` gets each token's new text (maybe empty, never half a character) and
-/// returns false to stop.
-pub async fn chat(model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut dyn FnMut(u32, &str) -> bool) -> Result<ChatReply> {
-    let t0 = now_ms();
+/// What the decoder has seen so far: the KV cache, what each of its positions is, and the
+/// encoded images of the last request. A request whose prompt starts with what the cache holds
+/// (a follow-up question, a regenerated answer) reuses it; anything else is recomputed from
+/// the first position that differs.
+#[derive(Default)]
+pub struct Conversation {
+    cache: Option<KvCache>,
+    held: Vec<Position>,
+    images: ImageCache,
+}
+
+impl Conversation {
+    /// Forgets everything (the page's Clear).
+    pub fn clear(&mut self) {
+        *self = Conversation::default();
+    }
+
+    /// Positions the cache holds.
+    pub fn cached(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// Runs `req` in `conv`. `on_text` gets each token's new text (maybe empty, never half a
+/// character) and returns false to stop.
+pub async fn chat(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut dyn FnMut(u32, &str) -> bool) -> Result<ChatReply> {
+    let out = run(conv, model, tok, req, on_text).await;
+    if out.is_err() {
+        // Whatever the cache holds now is not known to match `held`.
+        conv.clear();
+    }
+    out
+}
+
+async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut dyn FnMut(u32, &str) -> bool) -> Result<ChatReply> {
     let turns: Vec<(Role, &str)> = req.turns.iter().map(|(r, t)| (*r, t.as_str())).collect();
-    let prompt = Prompt::chat(model, tok, req.template, &turns, &req.images, req.gen_prompt, req.keep_aux)?;
-    let embeds = prompt.embed(model)?;
-    // A one-value readback waits for the image work, so the time is the encode's, not the queue's.
-    let image_ms = if prompt.images.is_empty() { 0.0 } else { read_f32(embeds.clone().slice([0..1, 0..1])).await.map(|_| now_ms() - t0)? };
+    let prompt = Prompt::chat(model, tok, req.template, &turns, &req.images, req.gen_prompt, req.keep_aux, &mut conv.images)?;
+    let positions = prompt.positions();
+    // Reuse the longest common prefix, but always run the last position: its logits start the
+    // answer. Prompt logits (`--dump`) need every position.
+    let same = conv.held.iter().zip(&positions).take_while(|(a, b)| a == b).count();
+    let reuse = if req.options.prompt_logits { 0 } else { same.min(positions.len().saturating_sub(1)) };
+    let embeds = prompt.embed_from(model, reuse)?;
+    let image_ms = if prompt.encode_ms > 0.0 {
+        // A one-value readback waits for the image work, so the time is the encode's.
+        read_f32(prompt.images[0].embeds.clone().slice([0..1, 0..1])).await?;
+        prompt.encode_ms
+    } else {
+        0.0
+    };
     let mut attention = Vec::new();
     if req.attention {
         for image in &prompt.images {
@@ -55,9 +97,12 @@ pub async fn chat(model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut
         }
     }
 
+    let cache = conv.cache.get_or_insert_with(|| model.gemma.new_cache(positions.len() + req.options.max_new_tokens.min(model.config.max_length)));
+    cache.truncate(reuse);
+    conv.held.truncate(reuse);
     let mut stream = TextStream::default();
     let mut failed = None;
-    let generation = generate(&model.gemma, embeds, &req.options, &mut |id| match stream.push(tok, id) {
+    let generation = generate_after(&model.gemma, embeds, cache, &req.options, &mut |id| match stream.push(tok, id) {
         Ok(text) => on_text(id, &text),
         Err(e) => {
             failed = Some(e);
@@ -68,6 +113,10 @@ pub async fn chat(model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut
     if let Some(e) = failed {
         return Err(e);
     }
+    // The cache now holds the prompt and the answer's tokens that were fed back.
+    let fed = cache.len() - positions.len();
+    conv.held = positions;
+    conv.held.extend(generation.ids[..fed].iter().map(|&id| Position::Token(id)));
     let text = tok.decode(&generation.ids, true)?;
     let image_prompt = if req.gen_prompt { image_prompt(&text) } else { None };
     Ok(ChatReply { prompt, generation, text, image_prompt, image_ms, attention })

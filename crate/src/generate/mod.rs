@@ -7,4 +7,4 @@ pub mod sampling;
 pub mod session;
 
 pub use sampling::Sampling;
-pub use session::{generate, GenerateOptions, Generation, Timings};
+pub use session::{generate, generate_after, GenerateOptions, Generation, Timings};

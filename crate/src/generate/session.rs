@@ -9,6 +9,7 @@ use crate::bail;
 use crate::device::now_ms;
 use crate::error::{MgmError, Result};
 use crate::model::gemma::{Gemma, Logits};
+use crate::model::KvCache;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -24,7 +25,10 @@ pub struct GenerateOptions {
 pub struct Timings {
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Positions prefilled by this request (the prompt minus what the cache already held).
     pub prompt_tokens: usize,
+    /// Positions of the prompt the KV cache already held from an earlier request.
+    pub cached_tokens: usize,
     /// Tokens produced by decode steps (the first token comes from the prefill).
     pub decode_steps: usize,
 }
@@ -54,32 +58,41 @@ pub struct Generation {
     pub prompt_logits: Option<Vec<f32>>,
 }
 
-/// Generates after `embeds` (`[n, hidden]`, unscaled prompt embeddings). `on_token` sees each
-/// id as it is chosen and returns false to stop early.
-pub async fn generate(
+/// Generates after `embeds` (`[n, hidden]`, unscaled prompt embeddings) with a fresh KV cache.
+/// `on_token` sees each id as it is chosen and returns false to stop early.
+pub async fn generate(model: &Gemma, embeds: Tensor<2>, opts: &GenerateOptions, on_token: &mut dyn FnMut(u32) -> bool) -> Result<Generation> {
+    let mut cache = model.new_cache(embeds.dims()[0] + opts.max_new_tokens.min(model.config.max_position_embeddings));
+    generate_after(model, embeds, &mut cache, opts, on_token).await
+}
+
+/// Generates after what `cache` holds followed by `embeds`. Every token but the last is fed
+/// through the model, so afterwards the cache holds the prompt and the answer minus its last
+/// token (a stop token, or the one past the budget).
+pub async fn generate_after(
     model: &Gemma,
     embeds: Tensor<2>,
+    cache: &mut KvCache,
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<Generation> {
     opts.sampling.validate()?;
-    let n = embeds.dims()[0];
+    let (cached, n) = (cache.len(), embeds.dims()[0]);
     let context = model.config.max_position_embeddings;
     if n == 0 {
         bail!(Input, "the prompt is empty");
     }
-    if n >= context {
-        bail!(Input, "the prompt has {n} tokens; the model's context holds {context} (prompt plus answer)");
+    if cached + n >= context {
+        bail!(Input, "the prompt has {} tokens; the model's context holds {context} (prompt plus answer)", cached + n);
     }
-    let budget = opts.max_new_tokens.min(context - n);
-    let mut cache = model.new_cache(n + budget);
+    let budget = opts.max_new_tokens.min(context - cached - n);
+    cache.reserve(cached + n + budget);
     let mut sampler = Sampler::new(opts.sampling);
-    let mut timings = Timings { prompt_tokens: n, ..Default::default() };
+    let mut timings = Timings { prompt_tokens: n, cached_tokens: cached, ..Default::default() };
     let mut ids = Vec::new();
 
     let t0 = now_ms();
     let which = if opts.prompt_logits { Logits::All } else { Logits::Last };
-    let logits = model.forward(embeds, &mut cache, which);
+    let logits = model.forward(embeds, cache, which);
     let prompt_logits = if opts.prompt_logits { Some(read_f32(logits.clone()).await?) } else { None };
     let last = logits.clone().slice_dim(0, logits.dims()[0] - 1..logits.dims()[0]);
     let mut next = choose(&mut sampler, last).await?;
@@ -101,7 +114,7 @@ pub async fn generate(
         if ids.len() == budget {
             break Finish::Length;
         }
-        let logits = model.forward(model.embed(&[next]), &mut cache, Logits::Last);
+        let logits = model.forward(model.embed(&[next]), cache, Logits::Last);
         next = choose(&mut sampler, logits).await?;
         timings.decode_steps += 1;
     };

@@ -129,6 +129,16 @@ impl Gemma {
         KvCache::new(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, capacity, &self.embed_tokens.blocks[0].device())
     }
 
+    /// Bytes one decoded token reads with `context` positions cached: every weight matrix, the
+    /// tied head (the whole table), and the cached keys and values.
+    pub fn decode_bytes(&self, context: usize) -> u64 {
+        let c = &self.config;
+        let layers: u64 = self.layers.iter().map(|l| l.self_attn.qkv_proj.weight.bytes() + l.self_attn.o_proj.weight.bytes() + l.mlp.gate_up_proj.bytes() + l.mlp.down_proj.weight.bytes()).sum();
+        let head: u64 = self.embed_tokens.blocks.iter().map(Matrix::bytes).sum();
+        let kv = (2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4 * context) as u64;
+        layers + head + kv
+    }
+
     /// Unscaled token embeddings `[n, hidden]`.
     pub fn embed(&self, ids: &[u32]) -> Tensor<2> {
         self.embed_tokens.lookup(ids, 1.0)

@@ -26,6 +26,7 @@ pub struct Vision {
 }
 
 /// What one image becomes on its way into Gemma.
+#[derive(Clone)]
 pub struct ImageFeatures {
     /// CLIP tokens X_L, `[N, C_v]`.
     pub clip: Tensor<2>,

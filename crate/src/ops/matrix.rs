@@ -106,6 +106,20 @@ impl Matrix {
         }
     }
 
+    /// Bytes a product with it reads (values and scales as held on the device).
+    pub fn bytes(&self) -> u64 {
+        match &self.repr {
+            Repr::Packed(p) => (p.values.dims()[0] + p.scales.as_ref().map_or(0, |s| s.dims()[0])) as u64 * 4,
+            Repr::Burn(blocks) => blocks
+                .iter()
+                .map(|b| match b.dtype() {
+                    DType::QFloat(_) => b.shape().num_elements() as u64 * 9 / 8, // Burn's i8 values and scales on flex
+                    d => (b.shape().num_elements() * d.size()) as u64,
+                })
+                .sum(),
+        }
+    }
+
     /// Whether it is kept as q4/q8 blocks.
     pub fn is_quantized(&self) -> bool {
         match &self.repr {

@@ -176,6 +176,7 @@ fn run_accuracy(a: &Args) -> Result<()> {
 }
 
 fn run_bundles(a: &Args) -> Result<()> {
+    let bandwidth = read_bandwidth_gbs();
     let mut rows = Vec::new();
     for b in &a.backend {
         let (device, desc) = device::init(b.parse::<Backend>()?)?;
@@ -187,13 +188,68 @@ fn run_bundles(a: &Args) -> Result<()> {
             let load_s = (now_ms() - t0) / 1e3;
             let rss = peak_rss_gib();
             let (prefill, decode) = text_speed(&model.gemma, a.prompt_tokens, a.new_tokens)?;
+            let g = &model.gemma;
+            let launches = decode_dispatches(g)?;
+            // Context at the middle of the timed decode.
+            let bytes = g.decode_bytes(a.prompt_tokens + a.new_tokens / 2) as f64;
+            let gbs = bytes * decode / 1e9;
             let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            rows.push((desc.clone(), name, vec![load_s, rss, prefill, decode]));
+            let per_layer = launches as f64 / g.config.num_hidden_layers as f64;
+            rows.push((desc.clone(), name, vec![load_s, rss, prefill, decode, launches as f64, per_layer, bytes / 1e6, gbs, 100.0 * gbs / bandwidth]));
         }
     }
-    println!("\n{} prompt tokens, {} new tokens, greedy; peak RSS is the process's during the load", a.prompt_tokens, a.new_tokens);
-    table(["backend", "bundle"], &["load s", "load peak RSS GiB", "prefill tok/s", "decode tok/s"], &rows, &[false, false, true, true]);
+    println!("\n{} prompt tokens, {} new tokens, greedy; peak RSS is the process's during the load; host read bandwidth (probe, this run): {bandwidth:.1} GB/s", a.prompt_tokens, a.new_tokens);
+    table(
+        ["backend", "bundle"],
+        &["load s", "load peak RSS GiB", "prefill tok/s", "decode tok/s", "dispatches per token", "per layer", "MB read per token", "GB/s", "% of read bandwidth"],
+        &rows,
+        &[false, false, true, true, false, false, false, false, false],
+    );
     Ok(())
+}
+
+/// Counts kernel launches while installed (Burn's own included).
+#[derive(Default)]
+struct Launches(std::sync::atomic::AtomicUsize);
+
+impl cubecl::logging::LaunchObserver for Launches {
+    fn launched(&self, _kernel: &'static str) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Kernel launches of one greedy decode step (embedding, every layer, head, argmax), after a
+/// short prefill and a warm-up step.
+fn decode_dispatches(model: &Gemma) -> Result<usize> {
+    use mgm::model::gemma::Logits;
+    let mut cache = model.new_cache(8);
+    let step = |cache: &mut mgm::model::KvCache, id: u32| pollster::block_on(read_f32(model.forward(model.embed(&[id]), cache, Logits::Last).argmax(1).float()));
+    model.forward(model.embed(&[2, 3, 4]), &mut cache, Logits::Last);
+    step(&mut cache, 5)?;
+    let counter = std::sync::Arc::new(Launches::default());
+    let guard = cubecl::logging::LaunchObservation::new(counter.clone());
+    step(&mut cache, 6)?;
+    drop(guard);
+    Ok(counter.0.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The host's memory read bandwidth in GB/s: every core sums its share of 1 GiB, best of 3.
+fn read_bandwidth_gbs() -> f64 {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let words = (1usize << 30) / 8;
+    let data: Vec<u64> = (0..words as u64).collect();
+    let chunk = words.div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let sum: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = data.chunks(chunk).map(|c| s.spawn(move || c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }
 
 fn run_mgm(a: &Args) -> Result<()> {

@@ -79,7 +79,7 @@ pub fn run(a: Args) -> Result<()> {
         attention: false,
         keep_aux: a.dump.is_some(),
     };
-    let reply = pollster::block_on(chat(&model, &tok, &request, &mut |_, text| {
+    let reply = pollster::block_on(chat(&mut Default::default(), &model, &tok, &request, &mut |_, text| {
         if !a.json {
             print!("{text}");
             let _ = std::io::stdout().flush();
