@@ -71,7 +71,10 @@ fn kv_cache_equals_full_recompute() {
                 got.extend(read(model.forward(model.embed(&ids[range]), &mut cache, Logits::All)));
             }
             assert_eq!(cache.len(), n);
-            assert_close(&format!("{dev_name} {name} cache vs recompute"), &got, &full, 1e-5);
+            // Rounding only: flex's matmuls sum in an order that depends on how many rows they get
+            // (1.3e-5 measured on logits up to 9.9, a few f32 ulps); our kernels compute each
+            // row alone, so on wgpu the two agree exactly.
+            assert_close(&format!("{dev_name} {name} cache vs recompute"), &got, &full, 2e-5);
         }
     }
 }

@@ -88,7 +88,7 @@ impl Prompt {
         let (mut encoded, mut fresh) = (Vec::new(), false);
         if let Some(v) = vision {
             let size = v.config.image_size_aux;
-            let device = model.gemma.embed_tokens.blocks[0].device();
+            let device = model.gemma.embed_tokens.table.device();
             for (k, (image, hash)) in images.iter().zip(&hashes).enumerate() {
                 if let Some(f) = cache.get(hash) {
                     encoded.push(f.clone());

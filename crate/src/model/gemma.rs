@@ -126,7 +126,7 @@ impl Gemma {
 
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let c = &self.config;
-        KvCache::new(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, capacity, &self.embed_tokens.blocks[0].device())
+        KvCache::new(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, capacity, &self.embed_tokens.table.device())
     }
 
     /// Bytes one decoded token reads with `context` positions cached: every weight matrix, the
@@ -134,7 +134,7 @@ impl Gemma {
     pub fn decode_bytes(&self, context: usize) -> u64 {
         let c = &self.config;
         let layers: u64 = self.layers.iter().map(|l| l.self_attn.qkv_proj.weight.bytes() + l.self_attn.o_proj.weight.bytes() + l.mlp.gate_up_proj.bytes() + l.mlp.down_proj.weight.bytes()).sum();
-        let head: u64 = self.embed_tokens.blocks.iter().map(Matrix::bytes).sum();
+        let head = self.embed_tokens.table.bytes();
         let kv = (2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4 * context) as u64;
         layers + head + kv
     }

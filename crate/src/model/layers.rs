@@ -1,6 +1,6 @@
 //! Building blocks shared by the model parts: Linear, LayerNorm and the row-blocked embedding.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::ops::{self, Act, Matrix};
@@ -54,56 +54,27 @@ pub fn block_rows(rows: usize, cols: usize) -> usize {
     (BLOCK_BYTES / (cols * 4)).clamp(1, rows.max(1))
 }
 
-/// A `[rows, dim]` table stored as row blocks; serves lookups and the tied LM head.
+/// A `[rows, dim]` table: token lookups and the tied LM head.
 pub struct Embedding {
-    pub blocks: Vec<Matrix>,
-    pub rows_per_block: usize,
-    pub rows: usize,
+    pub table: Matrix,
 }
 
 impl Embedding {
+    /// Read in row blocks of at most [`BLOCK_BYTES`] of f32 (the converter's parts).
     pub fn load(w: &mut Loader, name: &str, rows: usize, dim: usize) -> Result<Self> {
-        let rows_per_block = block_rows(rows, dim);
-        let mut blocks = Vec::new();
-        for start in (0..rows).step_by(rows_per_block) {
-            blocks.push(w.get_rows(name, [rows, dim], start..(start + rows_per_block).min(rows))?);
-        }
-        Ok(Embedding { blocks, rows_per_block, rows })
+        let step = block_rows(rows, dim);
+        let blocks = (0..rows).step_by(step).map(|start| w.get_rows(name, [rows, dim], start..(start + step).min(rows))).collect::<Result<_>>()?;
+        Ok(Embedding { table: Matrix::stack(blocks) })
     }
 
-    /// Rows `ids` in order, times `scale`: `[n, dim]`. Each block serves its own ids; one final
-    /// select restores the request order.
+    /// Rows `ids` in order, times `scale`: `[n, dim]`.
     pub fn lookup(&self, ids: &[u32], scale: f32) -> Tensor<2> {
-        let mut parts = Vec::new();
-        let mut order = Vec::with_capacity(ids.len());
-        for (b, block) in self.blocks.iter().enumerate() {
-            let (pos, local): (Vec<usize>, Vec<u32>) = ids
-                .iter()
-                .enumerate()
-                .filter(|(_, id)| **id as usize / self.rows_per_block == b)
-                .map(|(pos, id)| (pos, (*id as usize % self.rows_per_block) as u32))
-                .unzip();
-            if !local.is_empty() {
-                order.extend(pos);
-                parts.push(block.rows_f32(&local, scale));
-            }
-        }
-        let rows = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) };
-        if order.iter().enumerate().all(|(k, pos)| k == *pos) {
-            return rows;
-        }
-        // `order[k]` is the request position of gathered row k; invert it.
-        let mut inverse = vec![0i64; ids.len()];
-        for (k, pos) in order.into_iter().enumerate() {
-            inverse[pos] = k as i64;
-        }
-        let device = rows.device();
-        rows.select(0, Tensor::<1, Int>::from_data(TensorData::new(inverse, [ids.len()]), &device))
+        self.table.rows_f32(ids, scale)
     }
 
     /// x Eᵀ: `[n, dim]` -> `[n, rows]` (the tied LM head).
     pub fn project(&self, x: Tensor<2>) -> Tensor<2> {
-        ops::linear_blocks(x, &self.blocks)
+        ops::linear(x, &self.table, None)
     }
 }
 

@@ -19,98 +19,127 @@ pub enum Act {
     QuickGelu,
 }
 
-/// A weight matrix `[rows, cols]` (PyTorch's `[out, in]`), possibly several stacked along rows.
+/// A weight matrix `[rows, cols]` (PyTorch's `[out, in]`), held as row parts: one, or several
+/// when stacked (q, k and v; gate and up; an embedding's row blocks). On wgpu consecutive parts
+/// are joined into one buffer up to WebGPU's guaranteed binding size, so a product is one launch.
 #[derive(Clone)]
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
-    repr: Repr,
+    parts: Parts,
 }
 
 #[derive(Clone)]
-enum Repr {
+enum Parts {
     /// wgpu: the stored words.
-    Packed(Packed),
-    /// flex: row blocks (one, or the parts of a stack), each f32 or a Burn quantized tensor.
+    Packed(Vec<Packed>),
+    /// flex: f32 or Burn quantized tensors.
     Burn(Vec<Tensor<2>>),
 }
+
+/// The most a joined part may hold: WebGPU's minimum maxStorageBufferBindingSize (128 MiB).
+const MAX_PART_BYTES: usize = 128 << 20;
 
 impl Matrix {
     /// From a bundle's stored bytes for `rows x cols` values (docs/bundle-format.md).
     pub fn from_stored(bytes: &[u8], rows: usize, cols: usize, storage: Storage, device: &Device) -> Matrix {
-        let repr = if kernels::cube_device(device).is_some() {
-            Repr::Packed(packed(bytes, rows, cols, storage, device))
+        let parts = if kernels::cube_device(device).is_some() {
+            Parts::Packed(vec![packed(bytes, rows, cols, storage, device)])
         } else if storage.is_quantized() {
-            Repr::Burn(vec![Tensor::from_data(crate::weights::packed_data(bytes, [rows, cols], storage), device)])
+            Parts::Burn(vec![Tensor::from_data(crate::weights::packed_data(bytes, [rows, cols], storage), device)])
         } else {
-            Repr::Burn(vec![Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, storage), [rows, cols]), device)])
+            Parts::Burn(vec![Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, storage), [rows, cols]), device)])
         };
-        Matrix { rows, cols, repr }
+        Matrix { rows, cols, parts }
     }
 
     /// From f32 values on the device.
     pub fn from_f32(t: Tensor<2>) -> Matrix {
         let [rows, cols] = t.dims();
-        let repr = if kernels::cube_device(&t.device()).is_some() {
-            Repr::Packed(Packed::from_f32(pad_cols(t, cols.next_multiple_of(32))))
+        let parts = if kernels::cube_device(&t.device()).is_some() {
+            Parts::Packed(vec![Packed::from_f32(pad_cols(t, cols.next_multiple_of(32)))])
         } else {
-            Repr::Burn(vec![t])
+            Parts::Burn(vec![t])
         };
-        Matrix { rows, cols, repr }
+        Matrix { rows, cols, parts }
     }
 
-    /// The matrices one above the other: `[Σ rows, cols]` (q, k and v as one; gate and up).
-    pub fn stack(parts: Vec<Matrix>) -> Matrix {
-        let (rows, cols) = (parts.iter().map(|m| m.rows).sum(), parts[0].cols);
-        assert!(parts.iter().all(|m| m.cols == cols), "stacked matrices need the same columns");
-        if parts.len() == 1 {
-            return parts.into_iter().next().unwrap();
-        }
-        let repr = match &parts[0].repr {
-            Repr::Packed(_) => {
-                let packed: Vec<&Packed> = parts.iter().map(|m| if let Repr::Packed(p) = &m.repr { p } else { unreachable!() }).collect();
-                Repr::Packed(Packed::stack(&packed))
+    /// The matrices one above the other: `[Σ rows, cols]`.
+    pub fn stack(matrices: Vec<Matrix>) -> Matrix {
+        let (rows, cols) = (matrices.iter().map(|m| m.rows).sum(), matrices[0].cols);
+        assert!(matrices.iter().all(|m| m.cols == cols), "stacked matrices need the same columns");
+        let parts = match &matrices[0].parts {
+            Parts::Packed(_) => {
+                let mut joined: Vec<Packed> = Vec::new();
+                for p in matrices.into_iter().flat_map(|m| if let Parts::Packed(p) = m.parts { p } else { unreachable!("mixed devices") }) {
+                    match joined.last_mut() {
+                        Some(last) if last.bytes() + p.bytes() <= MAX_PART_BYTES && last.format == p.format => *last = Packed::stack(&[last, &p]),
+                        _ => joined.push(p),
+                    }
+                }
+                Parts::Packed(joined)
             }
-            Repr::Burn(_) => Repr::Burn(parts.into_iter().flat_map(|m| if let Repr::Burn(b) = m.repr { b } else { unreachable!() }).collect()),
+            Parts::Burn(_) => Parts::Burn(matrices.into_iter().flat_map(|m| if let Parts::Burn(b) = m.parts { b } else { unreachable!("mixed devices") }).collect()),
         };
-        Matrix { rows, cols, repr }
+        Matrix { rows, cols, parts }
     }
 
-    /// Rows `rows` of an unstacked matrix (bundles whose parts do not line up with the rows the
-    /// model asks for).
+    /// Rows `rows` of a matrix held in one part (bundles whose parts do not line up with the
+    /// rows the model asks for).
     pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Matrix {
-        let repr = match &self.repr {
-            Repr::Packed(p) => Repr::Packed(p.slice_rows(rows.clone())),
-            Repr::Burn(blocks) => {
-                assert_eq!(blocks.len(), 1, "slicing a stacked matrix");
-                Repr::Burn(vec![blocks[0].clone().slice_dim(0, rows.clone())])
-            }
+        let parts = match &self.parts {
+            Parts::Packed(p) if p.len() == 1 => Parts::Packed(vec![p[0].slice_rows(rows.clone())]),
+            Parts::Burn(b) if b.len() == 1 => Parts::Burn(vec![b[0].clone().slice_dim(0, rows.clone())]),
+            _ => panic!("slicing a stacked matrix"),
         };
-        Matrix { rows: rows.len(), cols: self.cols, repr }
+        Matrix { rows: rows.len(), cols: self.cols, parts }
     }
 
     /// As a plain f32 tensor `[rows, cols]` (weights that other ops read: convolutions, the
-    /// mining shortcut, vectors stored in a bundle).
+    /// mining shortcut).
     pub fn to_f32(&self) -> Tensor<2> {
-        match &self.repr {
-            Repr::Packed(p) => kernels::gather::all_rows(p).slice_dim(1, 0..self.cols),
-            Repr::Burn(blocks) => Tensor::cat(blocks.iter().map(|b| if matches!(b.dtype(), DType::QFloat(_)) { b.clone().dequantize() } else { b.clone() }).collect(), 0),
-        }
+        let parts: Vec<Tensor<2>> = match &self.parts {
+            Parts::Packed(p) => p.iter().map(|p| kernels::gather::all_rows(p).slice_dim(1, 0..self.cols)).collect(),
+            Parts::Burn(b) => b.iter().map(|b| if matches!(b.dtype(), DType::QFloat(_)) { b.clone().dequantize() } else { b.clone() }).collect(),
+        };
+        Tensor::cat(parts, 0)
     }
 
     /// Rows `ids` as f32, times `scale`: `[ids.len(), cols]` (the embedding lookup).
     pub fn rows_f32(&self, ids: &[u32], scale: f32) -> Tensor<2> {
-        match &self.repr {
-            Repr::Packed(p) => kernels::gather::launch(p, ids, scale).slice_dim(1, 0..self.cols),
-            Repr::Burn(blocks) => reference::rows(blocks, ids) * scale,
+        let Parts::Packed(parts) = &self.parts else {
+            let Parts::Burn(b) = &self.parts else { unreachable!() };
+            return reference::rows(b, ids) * scale;
+        };
+        // Each part serves its own ids; one select restores the request order.
+        let (mut out, mut order, mut start) = (Vec::new(), Vec::new(), 0);
+        for p in parts {
+            let (pos, local): (Vec<usize>, Vec<u32>) =
+                ids.iter().enumerate().filter(|(_, id)| (start..start + p.rows).contains(&(**id as usize))).map(|(k, &id)| (k, id - start as u32)).unzip();
+            if !local.is_empty() {
+                order.extend(pos);
+                out.push(kernels::gather::launch(p, &local, scale).slice_dim(1, 0..self.cols));
+            }
+            start += p.rows;
         }
+        let rows = if out.len() == 1 { out.remove(0) } else { Tensor::cat(out, 0) };
+        if order.iter().enumerate().all(|(k, pos)| k == *pos) {
+            return rows;
+        }
+        // `order[k]` is the request position of gathered row k; invert it.
+        let mut inverse = vec![0i64; ids.len()];
+        for (k, pos) in order.into_iter().enumerate() {
+            inverse[pos] = k as i64;
+        }
+        let device = rows.device();
+        rows.select(0, Tensor::<1, Int>::from_data(TensorData::new(inverse, [ids.len()]), &device))
     }
 
     /// Bytes a product with it reads (values and scales as held on the device).
     pub fn bytes(&self) -> u64 {
-        match &self.repr {
-            Repr::Packed(p) => (p.values.dims()[0] + p.scales.as_ref().map_or(0, |s| s.dims()[0])) as u64 * 4,
-            Repr::Burn(blocks) => blocks
+        match &self.parts {
+            Parts::Packed(p) => p.iter().map(|p| p.bytes() as u64).sum(),
+            Parts::Burn(blocks) => blocks
                 .iter()
                 .map(|b| match b.dtype() {
                     DType::QFloat(_) => b.shape().num_elements() as u64 * 9 / 8, // Burn's i8 values and scales on flex
@@ -122,16 +151,16 @@ impl Matrix {
 
     /// Whether it is kept as q4/q8 blocks.
     pub fn is_quantized(&self) -> bool {
-        match &self.repr {
-            Repr::Packed(p) => matches!(p.format, Format::Q4 | Format::Q8),
-            Repr::Burn(blocks) => blocks.iter().all(|b| matches!(b.dtype(), DType::QFloat(_))),
+        match &self.parts {
+            Parts::Packed(p) => p.iter().all(|p| matches!(p.format, Format::Q4 | Format::Q8)),
+            Parts::Burn(blocks) => blocks.iter().all(|b| matches!(b.dtype(), DType::QFloat(_))),
         }
     }
 
     pub fn device(&self) -> Device {
-        match &self.repr {
-            Repr::Packed(p) => p.values.device(),
-            Repr::Burn(b) => b[0].device(),
+        match &self.parts {
+            Parts::Packed(p) => p[0].values.device(),
+            Parts::Burn(b) => b[0].device(),
         }
     }
 }
@@ -193,12 +222,19 @@ pub struct After<'a> {
 
 fn product(x: Tensor<2>, w: &Matrix, after: After) -> Tensor<2> {
     assert_eq!(x.dims()[1], w.cols, "product: x has {} columns, the weight {}", x.dims()[1], w.cols);
-    match &w.repr {
-        Repr::Packed(p) => {
-            let x = pad_cols(x, p.k);
-            kernels::matmul::launch(x, p, after.bias, after.gamma, after.residual, after.act.unwrap_or(Act::None).into(), after.glu)
+    match &w.parts {
+        // One part: one launch, the epilogue fused.
+        Parts::Packed(p) if p.len() == 1 => {
+            let x = pad_cols(x, p[0].k);
+            kernels::matmul::launch(x, &p[0], after.bias, after.gamma, after.residual, after.act.unwrap_or(Act::None).into(), after.glu)
         }
-        Repr::Burn(blocks) => reference::product(x, blocks, after),
+        // Parts too large to join (f32 weights of a full-size model): each into its columns,
+        // then the epilogue as Burn ops.
+        Parts::Packed(p) => {
+            let parts: Vec<&Packed> = p.iter().collect();
+            reference::epilogue(kernels::matmul::launch_blocks(pad_cols(x, p[0].k), &parts), after)
+        }
+        Parts::Burn(blocks) => reference::product(x, blocks, after),
     }
 }
 
@@ -225,16 +261,6 @@ pub fn linear_scale_add(x: Tensor<2>, w: &Matrix, bias: &Tensor<1>, gamma: &Tens
 /// act(x Gᵀ) ⊙ (x Uᵀ) for `gate_up` = [G; U] (Gemma's GeGLU): `[m, rows / 2]`.
 pub fn glu(x: Tensor<2>, gate_up: &Matrix, act: Act) -> Tensor<2> {
     product(x, gate_up, After { act: Some(act), glu: true, ..Default::default() })
-}
-
-/// x [B₀; B₁; …]ᵀ for row blocks too large to stack in one binding (the tied LM head over the
-/// embedding's blocks): `[m, Σ rows]`.
-pub fn linear_blocks(x: Tensor<2>, blocks: &[Matrix]) -> Tensor<2> {
-    if let Repr::Packed(_) = blocks[0].repr {
-        let packed: Vec<&Packed> = blocks.iter().map(|b| if let Repr::Packed(p) = &b.repr { p } else { unreachable!() }).collect();
-        return kernels::matmul::launch_blocks(pad_cols(x, packed[0].k), &packed);
-    }
-    Tensor::cat(blocks.iter().map(|b| linear(x.clone(), b, None)).collect(), 1)
 }
 
 impl From<Act> for Epilogue {
@@ -275,7 +301,11 @@ pub mod reference {
                 x.clone().matmul(w.transpose())
             })
             .collect();
-        let mut y = Tensor::cat(parts, 1);
+        epilogue(Tensor::cat(parts, 1), after)
+    }
+
+    /// `act(y + b) [⊙ up] [⊙ γ] [+ residual]` on a product `y` (with glu, y is [gate | up]).
+    pub fn epilogue(mut y: Tensor<2>, after: After) -> Tensor<2> {
         if let Some(b) = after.bias {
             y = y + b.clone().unsqueeze::<2>();
         }

@@ -11,7 +11,7 @@ mod norm;
 
 pub use attention::{attention, causal_self_attention, Heads, KvCache, Rope};
 pub use conv::depthwise_conv;
-pub use matrix::{glu, linear, linear_act, linear_add, linear_blocks, linear_scale_add, Act, Matrix};
+pub use matrix::{glu, linear, linear_act, linear_add, linear_scale_add, Act, After, Matrix};
 pub use norm::{layer_norm, rms_norm};
 
 /// Plain-Burn versions of every op, for any device: what flex runs, and what the kernels are
@@ -19,7 +19,7 @@ pub use norm::{layer_norm, rms_norm};
 pub mod reference {
     pub use super::attention::reference::{attention, causal_self_attention};
     pub use super::conv::reference::depthwise_conv;
-    pub use super::matrix::reference::product;
+    pub use super::matrix::reference::{epilogue, product};
     pub use super::norm::reference::{layer_norm, rms_norm};
 }
 

@@ -366,6 +366,15 @@ fn run_kernels(a: &Args) -> Result<()> {
                 Tensor::<2>::from_data(TensorData::new(quant::decode(&stored, n * k, storage), [n, k]), &device)
             };
             let ours = Matrix::from_stored(&stored, n, k, storage, &device);
+            for m in [1usize, 32] {
+                let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; m * k], [m, k]), &device);
+                let t = now_ms();
+                pollster::block_on(read_f32(ops::linear(x.clone(), &ours, None)))?;
+                let first = now_ms() - t;
+                let t = now_ms();
+                pollster::block_on(read_f32(ops::linear(x, &ours, None)))?;
+                eprintln!("{storage:?} m={m}: first call {first:.0} ms, second {:.0} ms", now_ms() - t);
+            }
             for m in [1usize, 32, 256] {
                 let x: Vec<f32> = (0..m * k).map(|_| rng.uniform() - 0.5).collect();
                 let x = Tensor::<2>::from_data(TensorData::new(x, [m, k]), &device);

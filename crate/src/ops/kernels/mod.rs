@@ -73,6 +73,11 @@ impl Packed {
         Packed { values: Tensor::from_primitive::<Cube>(words), scales: None, format: Format::F32, rows, k }
     }
 
+    /// Bytes on the device.
+    pub fn bytes(&self) -> usize {
+        4 * (self.values.dims()[0] + self.scales.as_ref().map_or(0, |s| s.dims()[0]))
+    }
+
     /// Rows `rows`: each row's values and scales are whole words.
     pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Packed {
         let (vw, sw) = (self.k / (32 / self.format.bits()), (self.k / 32).div_ceil(2));

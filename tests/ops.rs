@@ -1,0 +1,130 @@
+//! Every kernel against the plain-Burn reference of the same op: on the CPU (flex), from the same
+//! inputs, within 1e-4; quantized and f16 weights against the weights decoded on the host. Shapes
+//! are odd on purpose (partial tiles, rows that are not whole vectors, non-square grids).
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{assert_close, devices, read};
+use mgm::ops::{self, Act, Heads, Matrix};
+use mgm::rng::Rng;
+use mgm::weights::quant::{self, Storage};
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect()
+}
+
+fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// The wgpu device, when the run includes it (the kernels only run there).
+fn gpu() -> Option<(String, Device)> {
+    let d = devices().into_iter().find(|(name, _)| name.starts_with("wgpu"));
+    if d.is_none() {
+        println!("no wgpu device in MGM_TEST_BACKENDS: kernels not exercised");
+    }
+    d
+}
+
+#[test]
+fn matrix_products_match_burn_for_every_format_and_epilogue() {
+    let Some((dev, gpu)) = gpu() else { return };
+    let cpu = Device::flex();
+    for storage in [Storage::Q4, Storage::Q8, Storage::F16, Storage::F32] {
+        for (m, n, k) in [(1, 300, 64), (5, 37, 96), (33, 130, 160), (1, 7, 48)] {
+            if storage.is_quantized() && k % 32 != 0 {
+                continue;
+            }
+            let stored = quant::encode(&random(n * k, 1), storage);
+            // The kernel reads the stored bytes; the reference multiplies the host-decoded f32 weights.
+            let ours = Matrix::from_stored(&stored, n, k, storage, &gpu);
+            let reference = Matrix::from_f32(tensor(quant::decode(&stored, n * k, storage), [n, k], &cpu));
+            let x = random(m * k, 2);
+            let (b, g, r) = (random(n, 3), random(n, 4), random(m * n, 5));
+            let case = |what: &str| format!("{dev} {storage:?} [{m}x{k}]x[{n}x{k}]^T {what}");
+            let on = |d: &Device| (tensor(x.clone(), [m, k], d), tensor(b.clone(), [n], d), tensor(g.clone(), [n], d), tensor(r.clone(), [m, n], d));
+            let (xg, bg, gg, rg) = on(&gpu);
+            let (xc, bc, gc, rc) = on(&cpu);
+            assert_close(&case("plain"), &read(ops::linear(xg.clone(), &ours, None)), &read(ops::linear(xc.clone(), &reference, None)), 1e-4);
+            // Epilogues are independent of the format (each variant is one more shader to compile).
+            if storage == Storage::Q4 {
+                assert_close(&case("bias"), &read(ops::linear(xg.clone(), &ours, Some(&bg))), &read(ops::linear(xc.clone(), &reference, Some(&bc))), 1e-4);
+                for act in [Act::Gelu, Act::GeluTanh, Act::QuickGelu] {
+                    assert_close(&case(&format!("{act:?}")), &read(ops::linear_act(xg.clone(), &ours, Some(&bg), act)), &read(ops::linear_act(xc.clone(), &reference, Some(&bc), act)), 1e-4);
+                }
+                assert_close(&case("residual"), &read(ops::linear_add(xg.clone(), &ours, Some(&bg), rg.clone())), &read(ops::linear_add(xc.clone(), &reference, Some(&bc), rc.clone())), 1e-4);
+                assert_close(&case("layer scale"), &read(ops::linear_scale_add(xg.clone(), &ours, &bg, &gg, rg)), &read(ops::linear_scale_add(xc.clone(), &reference, &bc, &gc, rc)), 1e-4);
+            }
+            if n % 2 == 0 {
+                assert_close(&case("gated"), &read(ops::glu(xg.clone(), &ours, Act::Gelu)), &read(ops::glu(xc.clone(), &reference, Act::Gelu)), 1e-4);
+            }
+            // Stacked matrices and row blocks written side by side.
+            let halves = |mat: &Matrix| vec![mat.slice_rows(0..n / 2), mat.slice_rows(n / 2..n)];
+            assert_close(&case("stacked"), &read(ops::linear(xg.clone(), &Matrix::stack(halves(&ours)), None)), &read(ops::linear(xc.clone(), &reference, None)), 1e-4);
+            assert_close(&case("stacked, gated"), &read(ops::glu(xg, &Matrix::stack(halves(&ours)), Act::GeluTanh)), &read(ops::glu(xc, &Matrix::stack(halves(&reference)), Act::GeluTanh)), 1e-4);
+            // Rows back as f32, and looked up by id (the embedding).
+            assert_close(&case("to f32"), &read(ours.to_f32()), &read(reference.to_f32()), 1e-6);
+            let ids = [n as u32 - 1, 0, 3, 3];
+            assert_close(&case("row lookup"), &read(ours.rows_f32(&ids, 2.5)), &read(reference.rows_f32(&ids, 2.5)), 1e-6);
+        }
+    }
+}
+
+#[test]
+fn norms_match_burn() {
+    let Some((dev, gpu)) = gpu() else { return };
+    let cpu = Device::flex();
+    for (rows, cols) in [(1, 2048), (37, 120), (3, 5)] {
+        let x: Vec<f32> = random(rows * cols, 1).iter().map(|v| 3.0 * v + 0.5).collect();
+        let (w, b) = (random(cols, 2), random(cols, 3));
+        let on = |d: &Device| (tensor(x.clone(), [rows, cols], d), tensor(w.clone(), [cols], d), tensor(b.clone(), [cols], d));
+        let (xg, wg, bg) = on(&gpu);
+        let (xc, wc, bc) = on(&cpu);
+        assert_close(&format!("{dev} rms norm [{rows}x{cols}]"), &read(ops::rms_norm(xg.clone(), &wg, 1e-6)), &read(ops::rms_norm(xc.clone(), &wc, 1e-6)), 1e-4);
+        assert_close(&format!("{dev} layer norm [{rows}x{cols}]"), &read(ops::layer_norm(xg, &wg, &bg, 1e-5)), &read(ops::layer_norm(xc, &wc, &bc, 1e-5)), 1e-4);
+    }
+}
+
+#[test]
+fn attention_matches_burn() {
+    let Some((dev, gpu)) = gpu() else { return };
+    let cpu = Device::flex();
+    // Grouped-query causal attention with RoPE through the cache: a prefill of 5, a chunk of 3
+    // (the causal mask offset by what is cached), then one row (decode).
+    for h in [Heads { heads: 4, kv_heads: 2, dim: 16 }, Heads { heads: 8, kv_heads: 1, dim: 32 }] {
+        let width = (h.heads + 2 * h.kv_heads) * h.dim;
+        let rope = |d: &Device| ops::Rope::new(h.dim, 10000.0, 64, d);
+        let (rg, rc) = (rope(&gpu), rope(&cpu));
+        let (mut cg, mut cc) = (ops::KvCache::new(1, h.kv_heads, h.dim, 6, &gpu), ops::KvCache::new(1, h.kv_heads, h.dim, 6, &cpu));
+        for (step, n) in [5usize, 3, 1].into_iter().enumerate() {
+            let qkv = random(n * width, 10 + step as u64);
+            cg.reserve(cg.len() + n);
+            cc.reserve(cc.len() + n);
+            let got = read(ops::causal_self_attention(tensor(qkv.clone(), [n, width], &gpu), h, &rg, &mut cg, 0));
+            let want = read(ops::causal_self_attention(tensor(qkv, [n, width], &cpu), h, &rc, &mut cc, 0));
+            cg.advance(n);
+            cc.advance(n);
+            assert_close(&format!("{dev} {h:?} causal attention, {n} rows after {}", cg.len() - n), &got, &want, 1e-4);
+        }
+    }
+    // CLIP's full attention over q, k and v side by side.
+    let (n, heads, dim) = (19, 4, 16);
+    let qkv = random(n * 3 * heads * dim, 20);
+    let got = read(ops::attention(tensor(qkv.clone(), [n, 3 * heads * dim], &gpu), heads));
+    let want = read(ops::attention(tensor(qkv, [n, 3 * heads * dim], &cpu), heads));
+    assert_close(&format!("{dev} full attention"), &got, &want, 1e-4);
+}
+
+#[test]
+fn depthwise_convolution_matches_burn() {
+    let Some((dev, gpu)) = gpu() else { return };
+    let cpu = Device::flex();
+    for (h, w, c) in [(9, 7, 12), (5, 6, 3)] {
+        let (x, k, b) = (random(h * w * c, 1), random(49 * c, 2), random(c, 3));
+        let got = read(ops::depthwise_conv(tensor(x.clone(), [h, w, c], &gpu), &tensor(k.clone(), [7, 7, c], &gpu), &tensor(b.clone(), [c], &gpu)));
+        let want = read(ops::depthwise_conv(tensor(x, [h, w, c], &cpu), &tensor(k, [7, 7, c], &cpu), &tensor(b, [c], &cpu)));
+        assert_close(&format!("{dev} depthwise 7x7 [{h}x{w}x{c}]"), &got, &want, 1e-4);
+    }
+}
