@@ -72,9 +72,10 @@ fn kv_cache_equals_full_recompute() {
             }
             assert_eq!(cache.len(), n);
             // Rounding only: flex's matmuls sum in an order that depends on how many rows they get
-            // (1.3e-5 measured on logits up to 9.9, a few f32 ulps); our kernels compute each
-            // row alone, so on wgpu the two agree exactly.
-            assert_close(&format!("{dev_name} {name} cache vs recompute"), &got, &full, 2e-5);
+            // (up to 2.3e-5 measured on logits up to 10, about 2e-6 relative); our kernels compute
+            // each row alone, so on wgpu the two agree exactly (checked exactly below).
+            let tol = if dev_name.starts_with("wgpu") { 0.0 } else { 3e-5 };
+            assert_close(&format!("{dev_name} {name} cache vs recompute"), &got, &full, tol);
         }
     }
 }

@@ -208,7 +208,7 @@ async function answer() {
     state.history.push({ role: 'assistant', content: r.text, text: r.text, li });
     const u = r.usage;
     const stopped = r.finish_reason === 'abort' ? 'Stopped. ' : '';
-    li.append(el('span', { className: 'stats', textContent: `${stopped}${u.completion_tokens} tokens · decode ${u.decode_tokens_per_s.toFixed(1)} tok/s · prefill ${u.prefill_tokens_per_s.toFixed(1)} tok/s` + (u.image_encode_ms ? ` · images encoded in ${u.image_encode_ms.toFixed(0)} ms` : '') }));
+    li.append(el('span', { className: 'stats', textContent: `${stopped}${u.completion_tokens} tokens · decode ${u.decode_tokens_per_s.toFixed(1)} tok/s · first token after ${(u.time_to_first_token_ms / 1000).toFixed(1)} s` + (u.cached_tokens ? ` (${u.cached_tokens} of ${u.prompt_tokens} prompt tokens reused)` : '') + (u.image_encode_ms ? ` · images encoded in ${u.image_encode_ms.toFixed(0)} ms` : '') }));
     if (imagePrompt != null) li.append(imagePromptCard(imagePrompt));
     const all = state.history.filter((m) => m.role === 'user').flatMap((m) => m.images);
     const fresh = turn.images.length ? all.length - turn.images.length : all.length;
@@ -250,6 +250,8 @@ function regenerate() {
 }
 
 function clearChat() {
+  // The engine keeps the conversation's KV cache and images for follow-ups; a new chat drops them.
+  state.engine?.resetChat().catch(() => {});
   state.history = [];
   state.attached = [];
   $('messages').replaceChildren();

@@ -11,9 +11,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::{MgmError, Result};
-use crate::generate::chat::{chat, ChatRequest, Conversation};
+use crate::generate::chat::{chat, warm_up, ChatRequest, Conversation};
 use crate::generate::session::Finish;
-use crate::generate::{generate, GenerateOptions, Sampling};
+use crate::generate::{GenerateOptions, Sampling};
 use crate::model::Mgm;
 use crate::preprocess::Image;
 use crate::text::template::{Role, Template};
@@ -116,14 +116,12 @@ impl Engine {
         .to_string()
     }
 
-    /// One token through the decoder, so its shaders are compiled before the first question.
+    /// A tiny request with an image down the whole path, so every shader a question needs is
+    /// compiled during load (the `compile` phase), not in the first answer.
     pub fn warmup(&self) -> js_sys::Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let gemma = &inner.model.gemma;
-            let opts = GenerateOptions { max_new_tokens: 1, sampling: Sampling::default(), stop_ids: vec![], prompt_logits: false };
-            let bos = inner.tok.encode("", true).map_err(js_error)?;
-            generate(gemma, gemma.embed(&bos), &opts, &mut |_| true).await.map_err(js_error)?;
+            warm_up(&inner.model, &inner.tok).await.map_err(js_error)?;
             Ok(JsValue::UNDEFINED)
         })
     }

@@ -302,6 +302,10 @@ export class Host {
       case 'chat':
         if (!this.core) throw mgmError('no model is loaded', 'input');
         return this.core.chat({ ...payload, signal }, (text, token) => onEvent({ type: 'token', text, token }));
+      case 'reset':
+        if (!this.core) throw mgmError('no model is loaded', 'input');
+        this.core.engine.reset();
+        return null;
       case 'unload':
         this.core?.unload();
         this.core = null;

@@ -96,7 +96,12 @@ export interface ChatResult {
   /** What the model wrote inside <h>...</h>, when asked with `image_prompt`. */
   image_prompt: string | null;
   usage: {
+    /** Every position of the prompt (image tokens included). */
     prompt_tokens: number;
+    /** Positions of the prompt reused from the conversation's KV cache (not prefilled again). */
+    cached_tokens: number;
+    /** Image encoding (images not seen before) plus the prefill. */
+    time_to_first_token_ms: number;
     completion_tokens: number;
     total_tokens: number;
     image_encode_ms: number;
@@ -117,6 +122,8 @@ export declare class Engine {
   readonly info: EngineInfo;
   chat(params: ChatParams & { stream: true }): ChatStream;
   chat(params: ChatParams & { stream?: false }): Promise<ChatResult>;
+  /** Drops the KV cache and images kept between chats (a new conversation). */
+  resetChat(): Promise<void>;
   unload(): Promise<void>;
 }
 

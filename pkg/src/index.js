@@ -131,6 +131,16 @@ export class Engine {
     return run;
   }
 
+  /**
+   * Starts a new conversation: drops the KV cache and the encoded images kept from earlier
+   * chats. (Not needed for correctness: a chat whose messages do not start like the previous
+   * one recomputes from where they differ. It frees their memory at once.)
+   */
+  async resetChat() {
+    if (!this.backend) throw mgmError('this engine was unloaded; load the model again', 'input');
+    await this.backend.call('reset', null, () => {});
+  }
+
   /** Frees the GPU memory and the worker. */
   async unload() {
     const backend = this.backend;

@@ -121,3 +121,20 @@ async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRe
     let image_prompt = if req.gen_prompt { image_prompt(&text) } else { None };
     Ok(ChatReply { prompt, generation, text, image_prompt, image_ms, attention })
 }
+
+/// One tiny request down the whole path (a blank image when the model has a vision half, a
+/// prompt of several positions, two new tokens), so every kernel a real question needs is
+/// compiled before the first one.
+pub async fn warm_up(model: &Mgm, tok: &Tokenizer) -> Result<()> {
+    let images = if model.vision.is_some() { vec![Image::Rgba { width: 1, height: 1, data: vec![128, 128, 128, 255] }] } else { vec![] };
+    let req = ChatRequest {
+        turns: vec![(Role::User, "Hi".into())],
+        images,
+        template: Template::Gemma,
+        gen_prompt: false,
+        options: GenerateOptions { max_new_tokens: 2, sampling: Default::default(), stop_ids: vec![], prompt_logits: false },
+        attention: false,
+        keep_aux: false,
+    };
+    chat(&mut Conversation::default(), model, tok, &req, &mut |_, _| true).await.map(|_| ())
+}

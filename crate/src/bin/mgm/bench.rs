@@ -51,6 +51,10 @@ pub struct Args {
     /// Time the matrix kernels against Burn's matmul on one device (development).
     #[arg(long)]
     kernels: bool,
+    /// With --mgm: time every kernel launch of one image encode and one decode step (each waits
+    /// for the previous one, so the sum is not the pipelined time) and print where time goes.
+    #[arg(long)]
+    profile: bool,
     /// Report each preset's error per Gemma layer and on the logits against f32, on a
     /// Gemma-2B-shaped model with random weights (first backend only).
     #[arg(long)]
@@ -187,6 +191,8 @@ fn run_bundles(a: &Args) -> Result<()> {
             let (model, _) = hf::load_dir(dir, &device, &mut |_| {})?;
             let load_s = (now_ms() - t0) / 1e3;
             let rss = peak_rss_gib();
+            device.memory_cleanup();
+            let (in_use, reserved) = device.memory_pool_usage().map_or((f64::NAN, f64::NAN), |u| (u.bytes_in_use as f64 / 1e9, u.bytes_reserved as f64 / 1e9));
             let (prefill, decode) = text_speed(&model.gemma, a.prompt_tokens, a.new_tokens)?;
             let g = &model.gemma;
             let launches = decode_dispatches(g)?;
@@ -195,15 +201,15 @@ fn run_bundles(a: &Args) -> Result<()> {
             let gbs = bytes * decode / 1e9;
             let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             let per_layer = launches as f64 / g.config.num_hidden_layers as f64;
-            rows.push((desc.clone(), name, vec![load_s, rss, prefill, decode, launches as f64, per_layer, bytes / 1e6, gbs, 100.0 * gbs / bandwidth]));
+            rows.push((desc.clone(), name, vec![load_s, rss, in_use, reserved, prefill, decode, launches as f64, per_layer, bytes / 1e6, gbs, 100.0 * gbs / bandwidth]));
         }
     }
     println!("\n{} prompt tokens, {} new tokens, greedy; peak RSS is the process's during the load; host read bandwidth (probe, this run): {bandwidth:.1} GB/s", a.prompt_tokens, a.new_tokens);
     table(
         ["backend", "bundle"],
-        &["load s", "load peak RSS GiB", "prefill tok/s", "decode tok/s", "dispatches per token", "per layer", "MB read per token", "GB/s", "% of read bandwidth"],
+        &["load s", "load peak RSS GiB", "device GB in use", "device GB reserved", "prefill tok/s", "decode tok/s", "dispatches per token", "per layer", "MB read per token", "GB/s", "% of read bandwidth"],
         &rows,
-        &[false, false, true, true, false, false, false, false, false],
+        &[false, false, false, false, true, true, false, false, false, false, false],
     );
     Ok(())
 }
@@ -216,6 +222,41 @@ impl cubecl::logging::LaunchObserver for Launches {
     fn launched(&self, _kernel: &'static str) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Total time and launches per kernel, each launch timed alone (the launch path waits for it).
+#[derive(Default)]
+struct KernelTimes(std::sync::Mutex<HashMap<String, (usize, f64)>>);
+
+impl cubecl::logging::LaunchObserver for KernelTimes {
+    fn launched(&self, _kernel: &'static str) {}
+    fn timing(&self) -> cubecl::logging::TimingRequest {
+        cubecl::logging::TimingRequest::Resolved
+    }
+    fn timed(&self, kernel: &'static str, duration: cubecl::logging::Duration, _method: cubecl::logging::TimingMethod) {
+        // Kernel names carry their generics and comptime options; the path's last part is enough.
+        let name = kernel.split('<').next().unwrap_or(kernel).rsplit("::").next().unwrap_or(kernel).to_string();
+        let mut m = self.0.lock().unwrap();
+        let e = m.entry(name).or_default();
+        e.0 += 1;
+        e.1 += duration.as_secs_f64() * 1e3;
+    }
+}
+
+/// Runs `f` with every launch timed and prints the kernels by total time.
+fn profile<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let times = std::sync::Arc::new(KernelTimes::default());
+    let guard = cubecl::logging::LaunchObservation::new(times.clone());
+    let out = f();
+    drop(guard);
+    let mut rows: Vec<(String, (usize, f64))> = times.0.lock().unwrap().drain().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+    println!("\n{what}: {total:.0} ms in {} launches\n| kernel | launches | ms | share |\n|---|---:|---:|---:|", rows.iter().map(|r| r.1 .0).sum::<usize>());
+    for (name, (n, ms)) in rows {
+        println!("| {name} | {n} | {ms:.1} | {:.1}% |", 100.0 * ms / total);
+    }
+    out
 }
 
 /// Kernel launches of one greedy decode step (embedding, every layer, head, argmax), after a
@@ -260,11 +301,39 @@ fn run_mgm(a: &Args) -> Result<()> {
     for b in &a.backend {
         let (device, desc) = device::init(b.parse::<Backend>()?)?;
         reset_peak_rss();
-        eprintln!("MGM-2B on {desc}: random weights ...");
+        // A bundle (`--bundle DIR`) as users load it, or random f32 weights of the same shapes.
         let t0 = now_ms();
-        let model = Mgm::load(&mut Loader { source: &mut RandomWeights::new(7), device: device.clone() }, &config)?;
+        let model = match a.bundle.first() {
+            Some(dir) => {
+                eprintln!("MGM-2B on {desc}: {} ...", dir.display());
+                hf::load_dir(dir, &device, &mut |_| {})?.0
+            }
+            None => {
+                eprintln!("MGM-2B on {desc}: random weights ...");
+                Mgm::load(&mut Loader { source: &mut RandomWeights::new(7), device: device.clone() }, &config)?
+            }
+        };
         let load_s = (now_ms() - t0) / 1e3;
         let vision = model.vision.as_ref().expect("vision");
+        if a.profile {
+            let size = v.image_size_aux;
+            let pixels = mgm::preprocess::preprocess(&mgm::preprocess::decode(&bytes)?, size);
+            let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
+            // Once to compile, then timed.
+            pollster::block_on(read_f32(vision.encode(hr.clone(), false, false).embeds.slice([0..1, 0..1])))?;
+            let f = profile("image encode (both towers, mining, projector)", || pollster::block_on(read_f32(vision.encode(hr, false, false).embeds.slice([0..1, 0..1]))))?;
+            std::hint::black_box(f);
+            let g = &model.gemma;
+            let mut cache = g.new_cache(80);
+            let warm: Vec<u32> = (0..32).map(|i| 5 + i * 31).collect();
+            pollster::block_on(read_f32(g.forward(g.embed(&warm), &mut cache, mgm::model::gemma::Logits::Last)))?;
+            pollster::block_on(read_f32(g.forward(g.embed(&[9]), &mut cache, mgm::model::gemma::Logits::Last)))?;
+            let prompt: Vec<u32> = (0..32).map(|i| 2 + i * 97).collect();
+            let logits = profile("prefill of 32 tokens", || pollster::block_on(read_f32(g.forward(g.embed(&prompt), &mut cache, mgm::model::gemma::Logits::Last))))?;
+            std::hint::black_box(logits);
+            profile("one decode step", || pollster::block_on(read_f32(g.forward(g.embed(&[7]), &mut cache, mgm::model::gemma::Logits::Last))))?;
+            continue;
+        }
         let mut times = vec![load_s];
         // Two passes: the first compiles kernels, the second is measured.
         for pass in 0..2 {
@@ -302,7 +371,8 @@ fn run_mgm(a: &Args) -> Result<()> {
         eprintln!("{desc}: {times:.2?}");
         rows.push(("mgm-2b".to_string(), desc, times));
     }
-    println!("\nMGM-2B shape, random f32 weights, one image, {} prompt tokens (576 image + 32 text), {} new tokens", 608, a.new_tokens);
+    let weights = a.bundle.first().map_or("random f32 weights".to_string(), |d| format!("bundle {}", d.display()));
+    println!("\nMGM-2B shape, {weights}, one image, {} prompt tokens (576 image + 32 text), {} new tokens", 608, a.new_tokens);
     table(
         ["model", "backend"],
         &["load s", "preprocess ms", "CLIP ms", "ConvNeXt ms", "mining+proj ms", "prefill ms", "prefill tok/s", "decode tok/s", "peak RSS GiB"],
@@ -356,7 +426,9 @@ fn run_kernels(a: &Args) -> Result<()> {
     };
     let mut rng = mgm::rng::Rng::new(1);
     let mut rows_out = Vec::new();
-    for (n, k) in [(2560usize, 2048usize), (16384, 2048), (2048, 16384)] {
+    let shapes: Vec<(usize, usize)> = std::env::var("MGM_SHAPES").map(|v| v.split(';').map(|p| { let q: Vec<usize> = p.split('x').map(|x| x.parse().unwrap()).collect(); (q[0], q[1]) }).collect()).unwrap_or(vec![(2560, 2048), (16384, 2048), (2048, 16384)]);
+    let ms: Vec<usize> = std::env::var("MGM_MS").map(|v| v.split(',').map(|x| x.parse().unwrap()).collect()).unwrap_or(vec![1, 32, 256]);
+    for (n, k) in shapes {
         let w: Vec<f32> = (0..n * k).map(|_| rng.uniform() - 0.5).collect();
         for storage in [Storage::Q4, Storage::Q8, Storage::F16] {
             let stored = quant::encode(&w, storage);
@@ -375,7 +447,7 @@ fn run_kernels(a: &Args) -> Result<()> {
                 pollster::block_on(read_f32(ops::linear(x, &ours, None)))?;
                 eprintln!("{storage:?} m={m}: first call {first:.0} ms, second {:.0} ms", now_ms() - t);
             }
-            for m in [1usize, 32, 256] {
+            for &m in &ms {
                 let x: Vec<f32> = (0..m * k).map(|_| rng.uniform() - 0.5).collect();
                 let x = Tensor::<2>::from_data(TensorData::new(x, [m, k]), &device);
                 let (t_burn, want) = time(&|| ops::reference::product(x.clone(), std::slice::from_ref(&burn_w), Default::default()))?;

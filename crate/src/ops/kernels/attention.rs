@@ -55,105 +55,181 @@ pub fn rope_append(
     }
 }
 
-/// scores[h, i, p] = (q_i,h · k_p,h/group) * scale for query rows i < n, keys p < len; with
-/// `causal`, keys after position start + i get -inf (start = len - n). One invocation per
-/// (row i, key p), computing every head of one kv group so each key is read once per row.
+/// Query rows and keys per invocation of `scores`, query rows and vectors of 4 dims per
+/// invocation of `mix`: register tiles, so each loaded value feeds several multiply-adds (CPU
+/// adapters load buffers one lane at a time).
+pub const TQ: usize = 8;
+pub const TK: usize = 8;
+pub const TD: usize = 2;
+
+/// scores[h, i, p] = (q_i,h · k_p,g) * scale for the `group` heads h of kv group g, query rows
+/// i < n and keys p < len; with `causal`, keys after position start + i get -inf (start = len -
+/// n). The rows of a group are (head, i) pairs, r = h_local * n + i; an invocation takes TQ of
+/// them and TK keys, so a key is read once for TQ rows (all the heads sharing it, in decode).
 /// Layouts are `[offset, row stride, head stride]` in f32: element (row r, head h, dim c) is at
 /// `offset + r * row + h * head + c`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn scores<N: Size>(
-    q: &[Vector<f32, N>],
-    k: &[Vector<f32, N>],
+pub fn scores(
+    q: &[Vector<f32, Const<4>>],
+    k: &[Vector<f32, Const<4>>],
     out: &mut [f32],
     q_layout: Sequence<usize>,
     k_layout: Sequence<usize>,
     n: usize,
     len: usize,
     d: usize,
+    group: usize,
     scale: f32,
-    #[comptime] group: usize,
     #[comptime] causal: bool,
 ) {
-    let p = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
-    let i = CUBE_POS_Y as usize;
+    let p0 = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * TK;
+    let r0 = CUBE_POS_Y as usize * TQ;
     let g = CUBE_POS_Z as usize;
-    if p < len {
-        let nv = N::value();
-        let mut acc = Array::<f32>::new(group);
+    let rows = group * n;
+    if p0 < len {
+        // Rows and keys past the end read the last one and are not written.
+        let mut qb = Array::<usize>::new(TQ);
         #[unroll]
-        for h in 0..group {
-            acc[h] = 0.0f32;
+        for t in 0..TQ {
+            let r = (r0 + t).min(rows - 1);
+            qb[t] = (q_layout[0] + (r % n) * q_layout[1] + (g * group + r / n) * q_layout[2]) / 4;
         }
-        let kb = (k_layout[0] + p * k_layout[1] + g * k_layout[2]) / nv;
-        let qb = q_layout[0] + i * q_layout[1] + g * group * q_layout[2];
-        for c in 0..d / nv {
-            let kv = k[kb + c];
+        let mut kb = Array::<usize>::new(TK);
+        #[unroll]
+        for u in 0..TK {
+            kb[u] = (k_layout[0] + (p0 + u).min(len - 1) * k_layout[1] + g * k_layout[2]) / 4;
+        }
+        let mut acc = Array::<f32>::new(comptime![TQ * TK]);
+        #[unroll]
+        for a in 0..comptime![TQ * TK] {
+            acc[a] = 0.0f32;
+        }
+        let mut kv = Array::<Vector<f32, Const<4>>>::new(TK);
+        for c in 0..d / 4 {
             #[unroll]
-            for h in 0..group {
-                let qv = q[(qb + h * q_layout[2]) / nv + c];
+            for u in 0..TK {
+                kv[u] = k[kb[u] + c];
+            }
+            #[unroll]
+            for t in 0..TQ {
+                let qv = q[qb[t] + c];
                 #[unroll]
-                for t in 0..nv {
-                    acc[h] += qv.extract(t) * kv.extract(t);
+                for u in 0..TK {
+                    let prod = qv * kv[u];
+                    acc[comptime![t * TK + u]] += prod.extract(0usize) + prod.extract(1usize) + prod.extract(2usize) + prod.extract(3usize);
                 }
             }
         }
-        let masked = causal && p > len - n + i;
         #[unroll]
-        for h in 0..group {
-            let mut v = acc[h] * scale;
-            if masked {
-                v = f32::reinterpret(0xff80_0000u32); // -inf: softmax gives it weight 0
+        for t in 0..TQ {
+            let r = r0 + t;
+            #[unroll]
+            for u in 0..TK {
+                let p = p0 + u;
+                if r < rows && p < len {
+                    let mut v = acc[comptime![t * TK + u]] * scale;
+                    if causal && p > len - n + r % n {
+                        v = f32::reinterpret(0xff80_0000u32); // -inf: softmax gives it weight 0
+                    }
+                    out[((g * group) * n + r) * len + p] = v;
+                }
             }
-            out[((g * group + h) * n + i) * len + p] = v;
         }
     }
 }
 
 /// out[i, h*d + c] = Σ_p softmax_p(scores[h, i, :]) v[p, h/group, c], online (running max and
-/// sum, one pass over the keys). One invocation per (row i, head h, vector of d).
+/// sum, one pass over the keys). An invocation takes TQ rows (h, i) of one kv group and TD
+/// vectors of 4 dims, so a value vector is read once for TQ rows.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn mix<N: Size>(
+pub fn mix(
     scores: &[f32],
-    v: &[Vector<f32, N>],
-    out: &mut [Vector<f32, N>],
+    v: &[Vector<f32, Const<4>>],
+    out: &mut [Vector<f32, Const<4>>],
     v_layout: Sequence<usize>,
     n: usize,
     len: usize,
     d: usize,
-    heads: usize,
     group: usize,
     #[comptime] causal: bool,
 ) {
-    let nv = N::value();
-    let c = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
-    let i = CUBE_POS_Y as usize;
-    let h = CUBE_POS_Z as usize;
-    if c < d / nv {
-        let row = (h * n + i) * len;
-        let vb = v_layout[0] + (h / group) * v_layout[2];
-        // Causal rows stop at their own position; later keys would get weight 0.
-        let mut keys = len;
-        if causal {
-            keys = len - n + i + 1;
-        }
-        let mut max = f32::reinterpret(0xff80_0000u32);
-        let mut sum = 0.0f32;
-        let mut acc = Vector::<f32, N>::new(0.0f32);
-        for p in 0..keys {
-            let s = scores[row + p];
-            if s > max {
-                let r = (max - s).exp();
-                sum *= r;
-                acc *= Vector::new(r);
-                max = s;
+    let c0 = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * TD;
+    let r0 = CUBE_POS_Y as usize * TQ;
+    let g = CUBE_POS_Z as usize;
+    let rows = group * n;
+    let dv = d / 4;
+    if c0 < dv {
+        let heads = CUBE_COUNT_Z as usize * group;
+        let mut row = Array::<usize>::new(TQ);
+        let mut last = Array::<usize>::new(TQ);
+        let mut keys = 0usize;
+        #[unroll]
+        for t in 0..TQ {
+            let r = (r0 + t).min(rows - 1);
+            row[t] = (g * group * n + r) * len;
+            // Causal rows stop at their own position (later keys would get weight 0).
+            last[t] = len;
+            if causal {
+                last[t] = len - n + r % n + 1;
             }
-            let e = (s - max).exp();
-            sum += e;
-            acc += v[(vb + p * v_layout[1]) / nv + c] * Vector::new(e);
+            keys = keys.max(last[t]);
         }
-        out[(i * heads * d + h * d) / nv + c] = acc / Vector::new(sum);
+        let mut max = Array::<f32>::new(TQ);
+        let mut sum = Array::<f32>::new(TQ);
+        let mut acc = Array::<Vector<f32, Const<4>>>::new(comptime![TQ * TD]);
+        #[unroll]
+        for t in 0..TQ {
+            max[t] = f32::reinterpret(0xff80_0000u32);
+            sum[t] = 0.0f32;
+            #[unroll]
+            for e in 0..TD {
+                acc[comptime![t * TD + e]] = Vector::new(0.0f32);
+            }
+        }
+        let vb = (v_layout[0] + g * v_layout[2]) / 4;
+        let mut vv = Array::<Vector<f32, Const<4>>>::new(TD);
+        for p in 0..keys {
+            #[unroll]
+            for e in 0..TD {
+                vv[e] = v[vb + p * (v_layout[1] / 4) + (c0 + e).min(dv - 1)];
+            }
+            #[unroll]
+            for t in 0..TQ {
+                if p < last[t] {
+                    let s = scores[row[t] + p];
+                    if s > max[t] {
+                        let r = (max[t] - s).exp();
+                        sum[t] *= r;
+                        #[unroll]
+                        for e in 0..TD {
+                            acc[comptime![t * TD + e]] *= Vector::new(r);
+                        }
+                        max[t] = s;
+                    }
+                    let w = (s - max[t]).exp();
+                    sum[t] += w;
+                    #[unroll]
+                    for e in 0..TD {
+                        acc[comptime![t * TD + e]] += vv[e] * Vector::new(w);
+                    }
+                }
+            }
+        }
+        #[unroll]
+        for t in 0..TQ {
+            let r = r0 + t;
+            if r < rows {
+                let (h, i) = (g * group + r / n, r % n);
+                #[unroll]
+                for e in 0..TD {
+                    if c0 + e < dv {
+                        out[(i * heads * d + h * d) / 4 + c0 + e] = acc[comptime![t * TD + e]] / Vector::new(sum[t]);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -209,17 +285,17 @@ pub struct Sources {
 #[allow(clippy::too_many_arguments)]
 pub fn launch_attention(src: Sources, n: usize, len: usize, heads: usize, kv: usize, d: usize, causal: bool) -> Tensor<2> {
     let q = float(src.q.0);
-    let nv = 4;
-    assert_eq!(d % nv, 0, "head_dim is a multiple of 4");
+    assert_eq!(d % 4, 0, "head_dim is a multiple of 4");
     let group = heads / kv;
+    let row_tiles = (group * n).div_ceil(TQ) as u32;
     let scores_buf = empty(&q, [heads, n, len]);
     let client = q.client.clone();
+    let lanes = 32;
     unsafe {
         scores::launch_unchecked(
             &client,
-            CubeCount::Static(len.div_ceil(64) as u32, n as u32, kv as u32),
-            CubeDim::new_1d(64),
-            nv,
+            CubeCount::Static(len.div_ceil(lanes * TK) as u32, row_tiles, kv as u32),
+            CubeDim::new_1d(lanes as u32),
             q.clone().into_buffer_arg(),
             float(src.k.0).into_buffer_arg(),
             scores_buf.clone().into_buffer_arg(),
@@ -228,18 +304,20 @@ pub fn launch_attention(src: Sources, n: usize, len: usize, heads: usize, kv: us
             n,
             len,
             d,
-            1.0 / (d as f32).sqrt(),
             group,
+            1.0 / (d as f32).sqrt(),
             causal,
         );
     }
     let out = empty(&q, [n, heads * d]);
+    // Few lanes per workgroup: a decode step has one row tile, and workgroups are what CPU
+    // adapters spread over their threads.
+    let lanes = (d / 4).div_ceil(TD).min(8);
     unsafe {
         mix::launch_unchecked(
             &client,
-            CubeCount::Static((d / nv).div_ceil(64) as u32, n as u32, heads as u32),
-            CubeDim::new_1d(64),
-            nv,
+            CubeCount::Static((d / 4).div_ceil(lanes * TD) as u32, row_tiles, kv as u32),
+            CubeDim::new_1d(lanes as u32),
             scores_buf.into_buffer_arg(),
             float(src.v.0).into_buffer_arg(),
             out.clone().into_buffer_arg(),
@@ -247,7 +325,6 @@ pub fn launch_attention(src: Sources, n: usize, len: usize, heads: usize, kv: us
             n,
             len,
             d,
-            heads,
             group,
             causal,
         );

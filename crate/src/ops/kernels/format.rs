@@ -83,19 +83,39 @@ pub fn block_scale(s: &[u32], #[comptime] fmt: Format, row: usize, b: usize, blo
     d
 }
 
-/// Values 32b + 4c .. +4 of weight row `row` (unscaled), `c` in 0..8 (comptime).
+/// Values 4c .. 4c + 4 (c in 0..8) of the block whose words start at `w[base]`, unscaled.
 #[cube]
-pub fn decode4<N: Size>(w: &[Vector<u32, N>], #[comptime] fmt: Format, row: usize, b: usize, blocks: usize, #[comptime] c: usize) -> Vector<f32, N> {
-    let wpb = comptime![fmt.words_per_block()];
-    let per_word = comptime![32 / fmt.words_per_block()];
-    // Word (in the block) holding value 4c, and the vector of 4 words it is in.
-    let first = comptime![4 * c / per_word];
-    let words = w[(row * blocks + b) * comptime![wpb / 4] + comptime![first / 4]];
-    let mut q = Vector::<f32, N>::empty();
-    #[unroll]
-    for t in 0..4usize {
-        let value = comptime![4 * c + t];
-        q.insert(t, unpack(words.extract(comptime![(value / per_word) % 4]), fmt, comptime![value % per_word]));
+pub fn decode4(w: &[u32], #[comptime] fmt: Format, base: usize, c: usize) -> Vector<f32, Const<4>> {
+    let mut q = Vector::<f32, Const<4>>::empty();
+    match comptime![fmt] {
+        Format::Q4 => {
+            // One word holds two groups: the low half the even one.
+            let word = w[base + c / 2] >> (u32::cast_from(c % 2) * 16u32);
+            #[unroll]
+            for t in 0..4usize {
+                q.insert(t, f32::cast_from((word >> comptime![(4 * t) as u32]) & 0xfu32) - 8.0f32);
+            }
+        }
+        Format::Q8 => {
+            let word = w[base + c];
+            #[unroll]
+            for t in 0..4usize {
+                q.insert(t, unpack(word, fmt, t));
+            }
+        }
+        Format::F16 => {
+            let (lo, hi) = (w[base + 2 * c], w[base + 2 * c + 1]);
+            q.insert(0usize, f16_to_f32(lo & 0xffffu32));
+            q.insert(1usize, f16_to_f32(lo >> 16u32));
+            q.insert(2usize, f16_to_f32(hi & 0xffffu32));
+            q.insert(3usize, f16_to_f32(hi >> 16u32));
+        }
+        Format::F32 => {
+            #[unroll]
+            for t in 0..4usize {
+                q.insert(t, f32::reinterpret(w[base + 4 * c + t]));
+            }
+        }
     }
     q
 }

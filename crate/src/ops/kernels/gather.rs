@@ -10,7 +10,7 @@ use super::{empty, grid, words, wrap, Packed};
 /// out[r, :] = scale * W[ids[r], :] for `ids` rows of W `[rows, cols]`. One invocation per
 /// (row, block of 32 values).
 #[cube(launch_unchecked)]
-pub fn gather_rows<N: Size>(w: &[Vector<u32, N>], s: &[u32], ids: &[u32], out: &mut [f32], n: usize, cols: usize, scale: f32, #[comptime] fmt: Format) {
+pub fn gather_rows(w: &[u32], s: &[u32], ids: &[u32], out: &mut [f32], n: usize, cols: usize, scale: f32, #[comptime] fmt: Format) {
     let blocks = cols / 32;
     let id = ABSOLUTE_POS;
     if id < n * blocks {
@@ -19,7 +19,7 @@ pub fn gather_rows<N: Size>(w: &[Vector<u32, N>], s: &[u32], ids: &[u32], out: &
         let d = format::block_scale(s, fmt, row, b, blocks) * scale;
         #[unroll]
         for c in 0..8usize {
-            let q = format::decode4::<N>(w, fmt, row, b, blocks, c);
+            let q = format::decode4(w, fmt, (row * blocks + b) * comptime![fmt.words_per_block()], c);
             #[unroll]
             for t in 0..4usize {
                 out[r * cols + b * 32 + comptime![4 * c + t]] = q.extract(t) * d;
@@ -46,7 +46,6 @@ pub fn launch(p: &Packed, ids: &[u32], scale: f32) -> Tensor<2> {
             &client,
             CubeCount::Static(gx, gy, 1),
             CubeDim::new_1d(cube as u32),
-            4,
             values.into_buffer_arg(),
             scales.into_buffer_arg(),
             ids.into_buffer_arg(),

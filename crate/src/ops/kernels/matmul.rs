@@ -61,7 +61,7 @@ pub struct Variant {
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<N: Size>(
     x: &[Vector<f32, N>],
-    w: &[Vector<u32, N>],
+    w: &[u32],
     s: &[u32],
     bias: &[f32],
     residual: &[f32],
@@ -100,18 +100,21 @@ pub fn matmul<N: Size>(
             xrow[i] = (m0 + i).min(m - 1) * (k / 4);
         }
         let mut wv = Array::<f32>::new(comptime![parts * tn * 4]);
+        let wpb = comptime![v.fmt.words_per_block()];
+        let mut d = Array::<f32>::new(comptime![parts * tn]);
         for b in 0..blocks {
-            let mut d = Array::<f32>::new(comptime![parts * tn]);
             #[unroll]
             for r in 0..comptime![parts * tn] {
                 d[r] = format::block_scale(s, v.fmt, rows[r], b, blocks);
             }
-            #[unroll]
+            // With several rows of x, a runtime loop over the block's 8 groups of four values
+            // keeps the shader small (unrolled it took 10x longer to compile); one row unrolls.
+            #[unroll(tm == 1)]
             for c in 0..8usize {
                 // Four weights k = 32b + 4c .. +4 of each row, scaled.
                 #[unroll]
                 for r in 0..comptime![parts * tn] {
-                    let q = format::decode4::<N>(w, v.fmt, rows[r], b, blocks, c);
+                    let q = format::decode4(w, v.fmt, (rows[r] * blocks + b) * wpb, c);
                     #[unroll]
                     for t in 0..4usize {
                         wv[comptime![r * 4 + t]] = q.extract(t) * d[r];
@@ -160,10 +163,13 @@ pub fn matmul<N: Size>(
     }
 }
 
-/// Rows of x per invocation and weight rows per invocation, by the number of x rows. Measured on
-/// lavapipe (`mgm bench --kernels`): one x row, 4 weight rows each; several, 4 x 8 tiles.
+/// Rows of x and weight rows per invocation, by the number of x rows. CPU adapters (lavapipe,
+/// SwiftShader) load storage buffers one lane and one component at a time, so every loaded
+/// value must feed as many multiply-adds as registers allow. Measured with `mgm bench
+/// --kernels` on lavapipe: one x row, 4 weight rows each; several, 8 x 16 tiles (2x Burn's f32
+/// matmul; 4 x 8 was 1.4x).
 fn tile(m: usize) -> (usize, usize) {
-    if m == 1 { (1, 4) } else { (4, 8) }
+    if m == 1 { (1, 4) } else { (8, 16) }
 }
 
 const LANES: usize = 64;
