@@ -177,3 +177,41 @@ fn convert_then_generate_from_the_bundle() {
     assert_one_line_error(&mgm(&["convert", "--model", tmp.to_str().unwrap(), "--out", out.to_str().unwrap()]), "model-00002-of-00002.safetensors: shard listed in the index is missing");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// `mgm chat`: stdin lines in, one JSON reply per line out.
+fn chat(args: &[&str], input: &str) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mgm"))
+        .arg("chat")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn chat_follow_ups_reuse_the_cache_and_answer_as_a_fresh_recompute() {
+    let backends = std::env::var("MGM_TEST_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
+    let turns = "Describe the image.\nWhat colours does it have?\n/clear\nWhat is in it?\n";
+    let (model, image) = (fixture("mgm_tiny"), fixture("images/portrait.png"));
+    for backend in backends.split(',') {
+        let args = ["--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--max-new-tokens", "8", "--json", "--backend", backend];
+        let cached = chat(&args, turns);
+        let fresh = chat(&[&args[..], &["--no-cache"]].concat(), turns);
+        assert_eq!(cached.len(), 3);
+        for (k, (c, f)) in cached.iter().zip(&fresh).enumerate() {
+            assert_eq!(c["generated_ids"], f["generated_ids"], "{backend} turn {k}: ids with the cache = ids recomputed");
+            assert_eq!(f["timings"]["cached_tokens"], 0, "{backend} turn {k}: --no-cache recomputes");
+        }
+        let second = &cached[1]["timings"];
+        assert!(second["cached_tokens"].as_u64().unwrap() > 16, "{backend}: the follow-up reuses the image and first turn: {second}");
+        assert_eq!(second["image_encode_ms"], 0.0, "{backend}: the image is not encoded again");
+        assert_eq!(cached[2]["timings"]["cached_tokens"], 0, "{backend}: /clear starts over");
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use mgm::device::{self, Backend};
 use mgm::error::{MgmError, Result};
-use mgm::generate::chat::{chat, ChatRequest};
+use mgm::generate::chat::{chat, ChatReply, ChatRequest};
 use mgm::generate::prompt::Prompt;
 use mgm::generate::{GenerateOptions, Sampling};
 use mgm::model::mgm::ImageFeatures;
@@ -86,26 +86,13 @@ pub fn run(a: Args) -> Result<()> {
         }
         true
     }))?;
-    let (prompt, out, text, image_ms) = (&reply.prompt, &reply.generation, &reply.text, reply.image_ms);
+    let (prompt, out, image_ms) = (&reply.prompt, &reply.generation, reply.image_ms);
     if let Some(path) = &a.dump {
         dump(path, prompt, out.prompt_logits.as_deref().unwrap_or_default())?;
     }
     let t = &out.timings;
     if a.json {
-        let mut json = serde_json::json!({
-            "prompt_ids": prompt.ids(),
-            "generated_ids": out.ids,
-            "text": text,
-            "finish_reason": format!("{:?}", out.finish).to_lowercase(),
-            "timings": {
-                "load_ms": load_ms, "image_encode_ms": image_ms, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms,
-                "prefill_tokens_per_s": t.prefill_tok_s(), "decode_tokens_per_s": t.decode_tok_s(),
-            },
-        });
-        if let Some(p) = &reply.image_prompt {
-            json["image_prompt"] = p.clone().into();
-        }
-        println!("{json}");
+        println!("{}", reply_json(&reply, load_ms));
     } else {
         println!();
         if let Some(p) = &reply.image_prompt {
@@ -121,6 +108,26 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The `--json` object of a reply (also `mgm chat --json`, one per turn).
+pub fn reply_json(reply: &ChatReply, load_ms: f64) -> serde_json::Value {
+    let (out, t) = (&reply.generation, &reply.generation.timings);
+    let mut json = serde_json::json!({
+        "prompt_ids": reply.prompt.ids(),
+        "generated_ids": out.ids,
+        "text": reply.text,
+        "finish_reason": format!("{:?}", out.finish).to_lowercase(),
+        "timings": {
+            "load_ms": load_ms, "image_encode_ms": reply.image_ms, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms,
+            "prefill_tokens_per_s": t.prefill_tok_s(), "decode_tokens_per_s": t.decode_tok_s(),
+            "prompt_tokens": t.prompt_tokens + t.cached_tokens, "cached_tokens": t.cached_tokens,
+        },
+    });
+    if let Some(p) = &reply.image_prompt {
+        json["image_prompt"] = p.clone().into();
+    }
+    json
 }
 
 fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<f32>> {

@@ -1,6 +1,7 @@
 //! `mgm`: the native command line. Thin: it parses arguments, calls the library and prints.
 
 mod bench;
+mod chat;
 mod convert;
 mod generate;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt (and images).
     Generate(generate::Args),
+    /// A conversation on stdin (one question per line); follow-ups reuse the KV cache.
+    Chat(chat::Args),
     /// Convert an HF checkpoint into a web bundle.
     Convert(convert::Args),
     /// Print prefill and decode speed for a tiny and a Gemma-2B-shaped model.
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
     };
