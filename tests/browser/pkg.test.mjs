@@ -82,6 +82,29 @@ await s.test('greedy chat with an image streams exactly the native CLI answer', 
   console.log(`     ${u.prompt_tokens} prompt tokens, image ${u.image_encode_ms.toFixed(0)} ms, prefill ${u.prefill_tokens_per_s.toFixed(1)} tok/s, decode ${u.decode_tokens_per_s.toFixed(1)} tok/s`);
 });
 
+await s.test('a follow-up reuses the conversation and answers as a fresh engine does; resetChat starts over', async () => {
+  const r = await page.evaluate(async () => {
+    const image = await (await fetch('/tests/fixtures/images/landscape.png')).blob();
+    const first = [{ role: 'user', content: [{ type: 'image', image }, { type: 'text', text: 'Describe the image.' }] }];
+    const opts = { temperature: 0, max_tokens: 8 };
+    await engine.resetChat();
+    const a = await engine.chat({ messages: first, ...opts });
+    const follow = [...first, { role: 'assistant', content: a.text }, { role: 'user', content: 'What colours are in it?' }];
+    const b = await engine.chat({ messages: follow, ...opts });
+    const again = await engine.chat({ messages: follow, ...opts }); // Regenerate
+    await engine.resetChat();
+    const fresh = await engine.chat({ messages: follow, ...opts });
+    return { a: a.usage, b: b.usage, again: again.usage, fresh: fresh.usage, ids: [b.ids, again.ids, fresh.ids] };
+  });
+  assertEq(r.a.cached_tokens, 0, 'a new chat has nothing cached');
+  assert(r.b.cached_tokens >= r.a.prompt_tokens - 1 && r.b.image_encode_ms === 0, `follow-up: ${JSON.stringify(r.b)}`);
+  assertEq(r.again.cached_tokens, r.again.prompt_tokens - 1, 'regenerate prefills one position');
+  assertEq(r.fresh.cached_tokens, 0, 'after resetChat nothing is cached');
+  assertEq(r.ids[0], r.ids[2], 'follow-up ids = fresh recompute ids');
+  assertEq(r.ids[1], r.ids[2], 'regenerated ids = fresh recompute ids');
+  console.log(`     first token: new chat ${r.a.time_to_first_token_ms.toFixed(0)} ms, follow-up ${r.b.time_to_first_token_ms.toFixed(0)} ms (${r.b.cached_tokens} of ${r.b.prompt_tokens} cached), same conversation recomputed ${r.fresh.time_to_first_token_ms.toFixed(0)} ms`);
+});
+
 await s.test('an image decoded by the browser (createImageBitmap) gives the same answer', async () => {
   const r = await page.evaluate(() => ask(engine, { decode: 'browser' }));
   assertEq(r.ids, want.generated_ids, 'ids with browser-decoded pixels');
