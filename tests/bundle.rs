@@ -20,8 +20,8 @@ use mgm::weights::convert::{convert, Preset};
 use mgm::model::Mgm;
 use mgm::text::Tokenizer;
 use mgm::weights::bundle::Manifest;
-use mgm::weights::hf::load_dir;
-use mgm::weights::quant::{self, Storage, BLOCK};
+use mgm::load::dir as load_dir;
+use mgm::quant::{self, Storage, BLOCK};
 use mgm::weights::{Loader, WeightSource};
 
 fn random(n: usize, seed: u64) -> Vec<f32> {

@@ -9,7 +9,8 @@ use common::{assert_close, devices, fixture, read, Reference};
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
 use mgm::model::Gemma;
-use mgm::weights::hf::{load_dir, Safetensors};
+use mgm::load::dir as load_dir;
+use mgm::weights::hf::Safetensors;
 use mgm::weights::Loader;
 
 const FIXTURES: [&str; 2] = ["gemma_mqa", "gemma_gqa"];

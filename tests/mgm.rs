@@ -12,7 +12,7 @@ use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
 use mgm::model::mining::windows;
 use mgm::text::template::{image_prompt, Role, Template};
-use mgm::weights::hf::load_dir;
+use mgm::load::dir as load_dir;
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::{assert_close, devices, read};
 use mgm::ops::{self, Act, Heads, Matrix};
 use mgm::rng::Rng;
-use mgm::weights::quant::{self, Storage};
+use mgm::quant::{self, Storage};
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);

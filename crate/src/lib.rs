@@ -6,17 +6,21 @@
 //! LM head) -> `generate::sampling` -> `text::stream` -> text. `generate::chat` runs one request
 //! end to end for the CLI (`bin/mgm`) and the browser (`web`).
 //!
-//! Rules: `model` imports only burn and `config`; `text` uses no burn; `weights` fills `model`,
-//! never the reverse; only `device` knows the platform, and only `web` knows JavaScript.
+//! Layers, each importing only those below it: `ops` (kernels and their Burn references) <
+//! `weights` (sources of named tensors) < `model` (pure math on `ops`) < `load` (a source into a
+//! model) < `generate`; `text` uses no burn; only `device` knows the platform, and only `web`
+//! knows JavaScript.
 
 pub mod config;
 pub mod device;
 pub mod error;
 pub mod events;
 pub mod generate;
+pub mod load;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod quant;
 pub mod rng;
 pub mod text;
 pub mod weights;

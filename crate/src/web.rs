@@ -64,7 +64,7 @@ impl Loading {
 
     /// Builds the engine; every shard must be in.
     pub fn finish(self) -> std::result::Result<Engine, JsValue> {
-        let model = self.store.finish(&mut |_| {}).map_err(js_error)?;
+        let model = crate::load::from_store(self.store, &mut |_| {}).map_err(js_error)?;
         Ok(Engine { inner: Rc::new(Inner { model, tok: self.tokenizer, device: self.device, busy: Cell::new(false), conv: RefCell::default() }) })
     }
 }

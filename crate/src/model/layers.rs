@@ -4,7 +4,7 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::ops::{self, Act, Matrix};
-use crate::weights::Loader;
+use crate::weights::{block_rows, Loader};
 
 /// y = x Wᵀ + b, with W as stored, `[out, in]`.
 pub struct Linear {
@@ -43,24 +43,13 @@ impl Linear {
     }
 }
 
-/// Largest block of an embedding matrix on the device. WebGPU's default
-/// maxStorageBufferBindingSize is 128 MiB and Gemma's table is 2 GiB in f32, so it is kept as
-/// row blocks of at most this size.
-pub const BLOCK_BYTES: usize = 64 << 20;
-
-/// Rows of a `[rows, cols]` table per block: at most [`BLOCK_BYTES`] of f32. The converter
-/// splits the embedding at the same rows, so each block is one upload.
-pub fn block_rows(rows: usize, cols: usize) -> usize {
-    (BLOCK_BYTES / (cols * 4)).clamp(1, rows.max(1))
-}
-
 /// A `[rows, dim]` table: token lookups and the tied LM head.
 pub struct Embedding {
     pub table: Matrix,
 }
 
 impl Embedding {
-    /// Read in row blocks of at most [`BLOCK_BYTES`] of f32 (the converter's parts).
+    /// Read in the converter's row blocks (at most 64 MiB of f32 each).
     pub fn load(w: &mut Loader, name: &str, rows: usize, dim: usize) -> Result<Self> {
         let step = block_rows(rows, dim);
         let blocks = (0..rows).step_by(step).map(|start| w.get_rows(name, [rows, dim], start..(start + step).min(rows))).collect::<Result<_>>()?;

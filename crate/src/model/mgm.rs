@@ -7,12 +7,12 @@ use burn::tensor::Tensor;
 use super::clip::ClipVision;
 use super::convnext::{hr_rows, ConvNext};
 use super::gemma::Gemma;
-use super::layers::{Linear, BLOCK_BYTES};
+use super::layers::Linear;
 use super::mining::{windows, PatchMining};
 use crate::config::{MgmConfig, VisionConfig};
 use crate::ops::Act;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::weights::{Loader, BLOCK_BYTES};
 
 pub struct Vision {
     pub config: VisionConfig,

@@ -2,10 +2,11 @@
 //! bytes (q4, q8, f16 or f32 words) and our matmul kernel decodes them in registers; on flex it is
 //! a Burn tensor (f32, or Burn's quantized tensor), multiplied by Burn.
 
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::kernels::{self, matmul::Epilogue, Format, Packed};
-use crate::weights::quant::{self, Storage};
+use crate::quant::{self, Storage};
 
 /// The activation after a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +47,7 @@ impl Matrix {
         let parts = if kernels::cube_device(device).is_some() {
             Parts::Packed(vec![packed(bytes, rows, cols, storage, device)])
         } else if storage.is_quantized() {
-            Parts::Burn(vec![Tensor::from_data(crate::weights::packed_data(bytes, [rows, cols], storage), device)])
+            Parts::Burn(vec![reference::burn_quantized(bytes, [rows, cols], storage, device)])
         } else {
             Parts::Burn(vec![Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, storage), [rows, cols]), device)])
         };
@@ -199,6 +200,24 @@ fn packed(bytes: &[u8], rows: usize, cols: usize, storage: Storage, device: &Dev
     Packed { values: words(values), scales: None, format, rows, k }
 }
 
+/// Burn's packed layout for block-quantized values (flex), from the bundle's stored bytes (values,
+/// then f16 scales): u32 words along the row (q8: four values, q4: eight two's-complement nibbles,
+/// lowest bits first), then f32 scales. Stored q8 bytes already are that; stored q4 nibbles are
+/// q + 8, and flipping each nibble's top bit makes them two's complement. So this is one pass
+/// over the bytes, with no unpacked copy (it runs on every shard the browser loads).
+fn packed_data(stored: &[u8], dims: [usize; 2], storage: Storage) -> TensorData {
+    let value = if storage == Storage::Q8 { QuantValue::Q8S } else { QuantValue::Q4S };
+    let (values, scales) = quant::split_stored(stored, dims[0] * dims[1], storage);
+    let mut bytes = Vec::with_capacity(values.len() + 2 * scales.len());
+    match storage {
+        Storage::Q4 => bytes.extend(values.iter().map(|b| b ^ 0x88)),
+        _ => bytes.extend_from_slice(values),
+    }
+    bytes.extend(scales.chunks_exact(2).flat_map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32().to_le_bytes()));
+    let scheme = QuantScheme::default().with_value(value).with_store(QuantStore::PackedU32(0)).per_block([quant::BLOCK as u8], ScaleDtype::F32);
+    TensorData::from_bytes_vec(bytes, dims, DType::QFloat(scheme))
+}
+
 /// Zero columns up to `k`.
 fn pad_cols(x: Tensor<2>, k: usize) -> Tensor<2> {
     let [m, cols] = x.dims();
@@ -275,6 +294,12 @@ impl From<Act> for Epilogue {
 }
 
 pub mod reference {
+    /// Burn's own quantized tensor (QFloat, PackedU32, f32 block scales) from stored bytes: what
+    /// flex multiplies, and Burn's matmul to compare our kernel with on wgpu.
+    pub fn burn_quantized(stored: &[u8], dims: [usize; 2], storage: crate::quant::Storage, device: &burn::tensor::Device) -> Tensor<2> {
+        Tensor::from_data(super::packed_data(stored, dims, storage), device)
+    }
+
     use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
     use burn::tensor::{DType, Int, Tensor, TensorData};
 

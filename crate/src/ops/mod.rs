@@ -19,7 +19,7 @@ pub use norm::{layer_norm, rms_norm};
 pub mod reference {
     pub use super::attention::reference::{attention, causal_self_attention};
     pub use super::conv::reference::depthwise_conv;
-    pub use super::matrix::reference::{epilogue, product};
+    pub use super::matrix::reference::{burn_quantized, epilogue, product};
     pub use super::norm::reference::{layer_norm, rms_norm};
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use burn::tensor::{Device, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
-use super::quant::{self, Storage};
+use crate::quant::{self, Storage};
 use super::{Uploaded, WeightSource};
 use crate::ops::Matrix;
 use crate::bail;
@@ -191,15 +191,21 @@ impl BundleStore {
         Ok(())
     }
 
-    /// Builds the model from the uploaded tensors; every shard must be in.
-    pub fn finish(mut self, on_progress: crate::events::OnProgress) -> Result<crate::model::Mgm> {
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Checks that every shard is in, before the model takes the tensors.
+    pub fn complete(&self) -> Result<()> {
         if let Some(i) = self.loaded.iter().position(|l| !l) {
             bail!(Missing, "bundle: shard {} was not loaded", self.manifest.shards[i].file);
         }
-        let config = self.manifest.mgm_config()?;
-        let total = self.manifest.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
-        let device = self.device.clone();
-        super::load_model(&mut self, total, &config, &device, on_progress)
+        Ok(())
+    }
+
+    /// Values in every tensor (the `load` progress total).
+    pub fn values(&self) -> u64 {
+        self.manifest.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum()
     }
 
     fn entry(&self, name: &str, shape: &[usize]) -> Result<&TensorEntry> {
@@ -244,21 +250,4 @@ impl WeightSource for BundleStore {
         }
         Ok(Some(if tensors.is_empty() { Uploaded::Matrix(Matrix::stack(matrices)) } else { Uploaded::Tensor(Tensor::cat(tensors, 0)) }))
     }
-}
-
-/// Loads a bundle: manifest and tokenizer, then each shard in turn (fetched, verified, uploaded,
-/// dropped), then the model from the device-resident tensors.
-pub fn load<S: ByteSource>(mut source: S, device: &Device, on_progress: crate::events::OnProgress) -> Result<(crate::model::Mgm, crate::text::Tokenizer)> {
-    let manifest = Manifest::parse(&source.fetch("manifest.json")?)?;
-    let tokenizer = source.fetch(&manifest.tokenizer)?;
-    let (mut store, tokenizer) = BundleStore::open(manifest, &tokenizer, device)?;
-    let total = store.manifest.shards.iter().map(|s| s.size).sum();
-    let mut done = 0;
-    for i in 0..store.manifest.shards.len() {
-        let bytes = source.fetch(&store.manifest.shards[i].file)?;
-        store.add_shard(i, &bytes)?;
-        done += bytes.len() as u64;
-        on_progress(crate::events::Progress { phase: "upload", done, total });
-    }
-    Ok((store.finish(on_progress)?, tokenizer))
 }

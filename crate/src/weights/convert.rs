@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::bundle::{sha256_hex, DirSource, GenerationDefaults, Manifest, Part, Shard, TensorEntry, ALIGN, FORMAT, VERSION};
 use super::hf::{read_text, Safetensors};
-use super::quant::{self, Storage};
+use crate::quant::{self, Storage};
 use super::{is_used, WeightSource};
 use crate::bail;
 use crate::config::MgmConfig;
@@ -163,7 +163,7 @@ pub fn convert(hf_dir: &Path, out_dir: &Path, preset: Preset, shard_bytes: u64, 
         let fit = ((w.limit / row_bytes.max(1)) as usize).clamp(1, rows);
         // The embedding is looked up in row blocks; one part per block is one upload per block,
         // so the loader never slices a quantized tensor.
-        let table_block = crate::model::layers::block_rows(rows, cols);
+        let table_block = super::block_rows(rows, cols);
         let part_rows = if name == EMBEDDING && fit >= table_block { table_block } else { fit };
         let chunk_rows = ((32 << 20) / (4 * cols)).clamp(1, part_rows);
         let mut parts = Vec::new();

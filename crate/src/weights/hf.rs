@@ -13,9 +13,6 @@ use safetensors::Dtype;
 
 use super::WeightSource;
 use crate::config::MgmConfig;
-use crate::events::OnProgress;
-use crate::model::Mgm;
-use crate::text::Tokenizer;
 use crate::bail;
 use crate::error::{MgmError, Result};
 
@@ -166,28 +163,9 @@ pub fn used_values(st: &Safetensors, config: &MgmConfig) -> u64 {
     st.entries.iter().filter(|(name, _)| super::is_used(config, name)).map(|(_, e)| e.info.shape.iter().product::<usize>() as u64).sum()
 }
 
-/// A model directory: a bundle (`manifest.json`), or an HF checkpoint (Gemma or MGM:
-/// `config.json`, `tokenizer.json`, safetensors weights).
-pub fn load_dir(dir: &Path, device: &burn::tensor::Device, on_progress: OnProgress) -> Result<(Mgm, Tokenizer)> {
-    if !dir.is_dir() {
-        bail!(Missing, "{}: model directory not found", dir.display());
-    }
-    if dir.join("manifest.json").exists() {
-        return super::bundle::load(super::bundle::DirSource(dir.to_path_buf()), device, on_progress);
-    }
-    let config = MgmConfig::from_json(&read_text(&dir.join("config.json"))?)?;
-    let tok_path = dir.join("tokenizer.json");
-    let tok_bytes = std::fs::read(&tok_path).map_err(|e| io_err(&tok_path, e))?;
-    let tokenizer = super::open_tokenizer(&tok_bytes, &config, &tok_path.display().to_string())?;
-    let mut st = Safetensors::open_dir(dir)?;
-    check_tied_head(&mut st, &config)?;
-    let total = used_values(&st, &config);
-    Ok((super::load_model(&mut st, total, &config, device, on_progress)?, tokenizer))
-}
-
 /// MGM's checkpoint stores `lm_head.weight` as a copy of the embedding (spec §6). It is not
 /// loaded; a head that differs would be a different model, so that is an error, not a guess.
-pub(crate) fn check_tied_head(st: &mut Safetensors, config: &MgmConfig) -> Result<()> {
+pub fn check_tied_head(st: &mut Safetensors, config: &MgmConfig) -> Result<()> {
     if !st.has("lm_head.weight") {
         return Ok(());
     }

@@ -4,14 +4,12 @@
 pub mod bundle;
 pub mod convert;
 pub mod hf;
-pub mod quant;
 pub mod random;
 
 use std::ops::Range;
 
-use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
-use burn::tensor::{DType, Device, Tensor, TensorData};
-use quant::Storage;
+use burn::tensor::{Device, Tensor, TensorData};
+use crate::quant::Storage;
 
 use crate::config::MgmConfig;
 use crate::error::Result;
@@ -84,22 +82,15 @@ impl Loader<'_> {
     }
 }
 
-/// Burn's packed layout for block-quantized values (flex), from the bundle's stored bytes (values,
-/// then f16 scales): u32 words along the row (q8: four values, q4: eight two's-complement nibbles,
-/// lowest bits first), then f32 scales. Stored q8 bytes already are that; stored q4 nibbles are
-/// q + 8, and flipping each nibble's top bit makes them two's complement. So this is one pass
-/// over the bytes, with no unpacked copy (it runs on every shard the browser loads).
-pub fn packed_data(stored: &[u8], dims: [usize; 2], storage: Storage) -> TensorData {
-    let value = if storage == Storage::Q8 { QuantValue::Q8S } else { QuantValue::Q4S };
-    let (values, scales) = quant::split_stored(stored, dims[0] * dims[1], storage);
-    let mut bytes = Vec::with_capacity(values.len() + 2 * scales.len());
-    match storage {
-        Storage::Q4 => bytes.extend(values.iter().map(|b| b ^ 0x88)),
-        _ => bytes.extend_from_slice(values),
-    }
-    bytes.extend(scales.chunks_exact(2).flat_map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32().to_le_bytes()));
-    let scheme = QuantScheme::default().with_value(value).with_store(QuantStore::PackedU32(0)).per_block([quant::BLOCK as u8], ScaleDtype::F32);
-    TensorData::from_bytes_vec(bytes, dims, DType::QFloat(scheme))
+/// Largest block of an embedding matrix. WebGPU's default maxStorageBufferBindingSize is 128 MiB
+/// and Gemma's table is 2 GiB in f32, so it is stored and read as row blocks of at most this
+/// much f32.
+pub const BLOCK_BYTES: usize = 64 << 20;
+
+/// Rows of a `[rows, cols]` table per block: at most [`BLOCK_BYTES`] of f32. The converter splits
+/// the embedding at these rows and the model reads it block by block, so each is one part.
+pub fn block_rows(rows: usize, cols: usize) -> usize {
+    (BLOCK_BYTES / (cols * 4)).clamp(1, rows.max(1))
 }
 
 /// Whether inference reads checkpoint tensor `name`: CLIP's layers after `select_layer` and its
@@ -130,12 +121,6 @@ pub fn open_tokenizer(bytes: &[u8], config: &MgmConfig, what: &str) -> Result<cr
         );
     }
     Ok(tokenizer)
-}
-
-/// Builds the model from `source` on `device`, reporting progress against `total` values.
-pub fn load_model(source: &mut dyn WeightSource, total: u64, config: &MgmConfig, device: &Device, on_progress: crate::events::OnProgress) -> Result<crate::model::Mgm> {
-    let mut counted = Counted { inner: source, done: 0, total, on_progress };
-    crate::model::Mgm::load(&mut Loader { source: &mut counted, device: device.clone() }, config)
 }
 
 /// Counts what passes through a source and reports it as the `load` phase.

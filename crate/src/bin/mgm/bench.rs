@@ -16,8 +16,8 @@ use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::{Gemma, Mgm};
 use mgm::weights::random::RandomWeights;
 use mgm::weights::convert::Preset;
-use mgm::weights::quant::{self, Storage};
-use mgm::weights::{hf, Loader, WeightSource};
+use mgm::quant::{self, Storage};
+use mgm::weights::{Loader, WeightSource};
 
 use crate::{peak_rss_gib, reset_peak_rss};
 
@@ -84,7 +84,7 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("{model_name} on {desc} ...");
             let t0 = now_ms();
             let model = if model_name == "tiny" {
-                hf::load_dir(&a.tiny, &device, &mut |_| {})?.0.gemma
+                mgm::load::dir(&a.tiny, &device, &mut |_| {})?.0.gemma
             } else {
                 Gemma::load(&mut Loader { source: &mut RandomWeights::new(7), device: device.clone() }, &full)?
             };
@@ -188,7 +188,7 @@ fn run_bundles(a: &Args) -> Result<()> {
             reset_peak_rss();
             eprintln!("{} on {desc} ...", dir.display());
             let t0 = now_ms();
-            let (model, _) = hf::load_dir(dir, &device, &mut |_| {})?;
+            let (model, _) = mgm::load::dir(dir, &device, &mut |_| {})?;
             let load_s = (now_ms() - t0) / 1e3;
             let rss = peak_rss_gib();
             device.memory_cleanup();
@@ -306,7 +306,7 @@ fn run_mgm(a: &Args) -> Result<()> {
         let model = match a.bundle.first() {
             Some(dir) => {
                 eprintln!("MGM-2B on {desc}: {} ...", dir.display());
-                hf::load_dir(dir, &device, &mut |_| {})?.0
+                mgm::load::dir(dir, &device, &mut |_| {})?.0
             }
             None => {
                 eprintln!("MGM-2B on {desc}: random weights ...");
@@ -433,7 +433,7 @@ fn run_kernels(a: &Args) -> Result<()> {
         for storage in [Storage::Q4, Storage::Q8, Storage::F16] {
             let stored = quant::encode(&w, storage);
             let burn_w = if storage.is_quantized() {
-                Tensor::<2>::from_data(mgm::weights::packed_data(&stored, [n, k], storage), &device)
+                ops::reference::burn_quantized(&stored, [n, k], storage, &device)
             } else {
                 Tensor::<2>::from_data(TensorData::new(quant::decode(&stored, n * k, storage), [n, k]), &device)
             };

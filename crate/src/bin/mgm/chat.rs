@@ -50,7 +50,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut images = a.image.iter().map(|p| read_image(&p.to_string_lossy())).collect::<Result<Vec<_>>>()?;
     let (device, _) = device::init(a.backend.parse::<Backend>()?)?;
     let t0 = device::now_ms();
-    let (model, tok) = mgm::weights::hf::load_dir(&a.model, &device, &mut |p| crate::progress_bar(p))?;
+    let (model, tok) = mgm::load::dir(&a.model, &device, &mut |p| crate::progress_bar(p))?;
     let load_ms = device::now_ms() - t0;
     let mut conv = Conversation::default();
     let mut turns: Vec<(Role, String)> = Vec::new();

@@ -58,7 +58,7 @@ pub fn run(a: Args) -> Result<()> {
     let images = a.image.iter().map(|p| std::fs::read(p).map_err(|e| MgmError::Input(format!("{}: {e}", p.display())))).collect::<Result<Vec<_>>>()?;
     let t0 = device::now_ms();
     let (device, _) = device::init(a.backend.parse::<Backend>()?)?;
-    let (model, tok) = mgm::weights::hf::load_dir(&a.model, &device, &mut |p| {
+    let (model, tok) = mgm::load::dir(&a.model, &device, &mut |p| {
         if !a.json {
             crate::progress_bar(p)
         }
