@@ -76,7 +76,8 @@ fn matrix_products_match_burn_for_every_format_and_epilogue() {
 fn norms_match_burn() {
     let Some((dev, gpu)) = gpu() else { return };
     let cpu = Device::flex();
-    for (rows, cols) in [(1, 2048), (37, 120), (3, 5)] {
+    // Few long rows (a workgroup each) and many short ones (one invocation each).
+    for (rows, cols) in [(1, 2048), (37, 120), (3, 5), (300, 40)] {
         let x: Vec<f32> = random(rows * cols, 1).iter().map(|v| 3.0 * v + 0.5).collect();
         let (w, b) = (random(cols, 2), random(cols, 3));
         let on = |d: &Device| (tensor(x.clone(), [rows, cols], d), tensor(w.clone(), [cols], d), tensor(b.clone(), [cols], d));
@@ -121,7 +122,7 @@ fn attention_matches_burn() {
 fn depthwise_convolution_matches_burn() {
     let Some((dev, gpu)) = gpu() else { return };
     let cpu = Device::flex();
-    for (h, w, c) in [(9, 7, 12), (5, 6, 3)] {
+    for (h, w, c) in [(9, 7, 12), (5, 6, 3), (6, 20, 8)] {
         let (x, k, b) = (random(h * w * c, 1), random(49 * c, 2), random(c, 3));
         let got = read(ops::depthwise_conv(tensor(x.clone(), [h, w, c], &gpu), &tensor(k.clone(), [7, 7, c], &gpu), &tensor(b.clone(), [c], &gpu)));
         let want = read(ops::depthwise_conv(tensor(x, [h, w, c], &cpu), &tensor(k, [7, 7, c], &cpu), &tensor(b, [c], &cpu)));

@@ -21,10 +21,22 @@ async function run() {
   const passes = Number(params.get('passes') ?? 2);
   console.log(`bench: loaded in ${(engine.info.load_ms / 1e3).toFixed(1)} s, wasm memory ${(engine.info.wasm_memory_bytes / 2 ** 20).toFixed(1)} MiB (${(engine.info.wasm_memory_before_shards_bytes / 2 ** 20).toFixed(1)} MiB before the first shard)`);
   let result;
+  const ttft = [];
+  const messages = [{ role: 'user', content }];
   for (let pass = 1; pass <= passes; pass++) {
     status(`chat, pass ${pass} of ${passes}`);
-    result = await engine.chat({ messages: [{ role: 'user', content }], temperature: 0, max_tokens: tokens });
+    // Each pass is a new conversation: nothing comes from the previous one's cache.
+    await engine.resetChat();
+    result = await engine.chat({ messages, temperature: 0, max_tokens: tokens });
+    ttft.push(result.usage.time_to_first_token_ms);
     console.log(`bench: pass ${pass}: ${JSON.stringify(result.usage)}`);
+  }
+  // A follow-up question in the same conversation: only its own tokens are prefilled.
+  let follow = null;
+  if (result) {
+    const more = [...messages, { role: 'assistant', content: result.text }, { role: 'user', content: 'What else can you see?' }];
+    follow = (await engine.chat({ messages: more, temperature: 0, max_tokens: 1 })).usage;
+    console.log(`bench: follow-up: ${JSON.stringify(follow)}`);
   }
   const u = result?.usage ?? {};
   const row = {
@@ -32,6 +44,7 @@ async function run() {
     load_s: engine.info.load_ms / 1e3, wasm_memory_mib: Math.max(engine.info.wasm_memory_bytes, result?.wasm_memory_bytes ?? 0) / 2 ** 20,
     image_encode_ms: u.image_encode_ms, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
     prefill_tokens_per_s: u.prefill_tokens_per_s, decode_tokens_per_s: u.decode_tokens_per_s,
+    first_ttft_ms: ttft[0], last_ttft_ms: ttft.at(-1), follow_ttft_ms: follow?.time_to_first_token_ms, follow_cached: follow?.cached_tokens,
   };
   await engine.unload();
   const tr = document.createElement('tr');

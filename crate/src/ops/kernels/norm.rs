@@ -23,16 +23,29 @@ pub fn workgroup_sum(v: f32, sum: &mut Shared<[f32]>, #[comptime] lanes: usize) 
     total
 }
 
+/// Σ over the `lanes` invocations of a row (one lane: the value itself).
+#[cube]
+fn row_sum(v: f32, sum: &mut Shared<[f32]>, #[comptime] lanes: usize) -> f32 {
+    let mut total = v;
+    if comptime![lanes > 1] {
+        total = workgroup_sum(v, sum, lanes);
+    }
+    total
+}
+
 /// `rms`: y = x / sqrt(mean(x²) + eps) * w. Otherwise LayerNorm: y = (x - mean) / sqrt(var + eps)
-/// * w + b (biased variance, two passes as PyTorch computes it).
+/// * w + b (biased variance, two passes as PyTorch computes it). `lanes` invocations per row: a
+/// workgroup for the few long rows of decode, one invocation for the many rows of an image (no
+/// barriers, which CPU adapters pay for dearly).
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 pub fn norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], rows: usize, cols: usize, eps: f32, #[comptime] rms: bool, #[comptime] lanes: usize) {
-    // The whole workgroup leaves together, so the barriers below stay uniform.
-    if CUBE_POS >= rows {
+    let (row, u) = if comptime![lanes == 1] { (ABSOLUTE_POS, 0usize) } else { (CUBE_POS, UNIT_POS_X as usize) };
+    // A workgroup leaves together, so the barriers below stay uniform.
+    if row >= rows {
         terminate!();
     }
-    let base = CUBE_POS * cols;
-    let u = UNIT_POS_X as usize;
+    let base = row * cols;
     let mut sum = Shared::<[f32]>::new_slice(lanes);
     let inv_n = 1.0f32 / f32::cast_from(cols);
     let mut mean = 0.0f32;
@@ -43,7 +56,7 @@ pub fn norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], rows: usize, cols:
             acc += x[base + c];
             c += lanes;
         }
-        mean = workgroup_sum(acc, &mut sum, lanes) * inv_n;
+        mean = row_sum(acc, &mut sum, lanes) * inv_n;
     }
     let mut acc = 0.0f32;
     let mut c = u;
@@ -52,7 +65,7 @@ pub fn norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], rows: usize, cols:
         acc += d * d;
         c += lanes;
     }
-    let inv = (workgroup_sum(acc, &mut sum, lanes) * inv_n + eps).inverse_sqrt();
+    let inv = (row_sum(acc, &mut sum, lanes) * inv_n + eps).inverse_sqrt();
     let mut c = u;
     while c < cols {
         let mut y = (x[base + c] - mean) * inv * w[c];
@@ -67,20 +80,20 @@ pub fn norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32], rows: usize, cols:
 /// RMSNorm (`b` None) or LayerNorm of each row of `[rows, cols]`.
 pub fn launch(x: burn::tensor::Tensor<2>, w: &burn::tensor::Tensor<1>, b: Option<&burn::tensor::Tensor<1>>, eps: f64) -> burn::tensor::Tensor<2> {
     use super::{empty, float, wrap};
-    const LANES: usize = 64;
     let [rows, cols] = x.dims();
+    // Many rows: one invocation each, 64 to a workgroup; few: a workgroup of 64 per row.
+    let (lanes, cubes) = if rows >= 256 { (1, rows.div_ceil(64)) } else { (64, rows) };
     let x = float(x);
     let out = empty(&x, [rows, cols]);
     let w = float(w.clone());
     let bias = b.map(|b| float(b.clone())).unwrap_or_else(|| empty(&x, [1]));
     let client = x.client.clone();
-    // One workgroup per row; more rows than a grid dimension holds go in a second dimension.
-    let (gx, gy) = (rows.min(65535), rows.div_ceil(65535));
+    let (gx, gy) = super::grid(cubes);
     unsafe {
         norm::launch_unchecked(
             &client,
-            CubeCount::Static(gx as u32, gy as u32, 1),
-            CubeDim::new_1d(LANES as u32),
+            CubeCount::Static(gx, gy, 1),
+            CubeDim::new_1d(64),
             x.into_buffer_arg(),
             w.into_buffer_arg(),
             bias.into_buffer_arg(),
@@ -89,7 +102,7 @@ pub fn launch(x: burn::tensor::Tensor<2>, w: &burn::tensor::Tensor<1>, b: Option
             cols,
             eps as f32,
             b.is_none(),
-            LANES,
+            lanes,
         );
     }
     wrap(out)
