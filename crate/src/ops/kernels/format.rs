@@ -83,6 +83,28 @@ pub fn block_scale(s: &[u32], #[comptime] fmt: Format, row: usize, b: usize, blo
     d
 }
 
+/// Values 8c .. 8c + 8 (c in 0..4) of the block whose words start at `w[base]`, unscaled: each
+/// stored word is read once.
+#[cube]
+pub fn decode8(w: &[u32], #[comptime] fmt: Format, base: usize, c: usize) -> (Vector<f32, Const<4>>, Vector<f32, Const<4>>) {
+    let (mut lo, mut hi) = (Vector::<f32, Const<4>>::empty(), Vector::<f32, Const<4>>::empty());
+    match comptime![fmt] {
+        Format::Q4 => {
+            let word = w[base + c];
+            #[unroll]
+            for t in 0..4usize {
+                lo.insert(t, unpack(word, fmt, t));
+                hi.insert(t, unpack(word, fmt, comptime![t + 4]));
+            }
+        }
+        _ => {
+            lo = decode4(w, fmt, base, 2 * c);
+            hi = decode4(w, fmt, base, 2 * c + 1);
+        }
+    }
+    (lo, hi)
+}
+
 /// Values 4c .. 4c + 4 (c in 0..8) of the block whose words start at `w[base]`, unscaled.
 #[cube]
 pub fn decode4(w: &[u32], #[comptime] fmt: Format, base: usize, c: usize) -> Vector<f32, Const<4>> {

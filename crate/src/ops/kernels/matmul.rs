@@ -99,7 +99,7 @@ pub fn matmul<N: Size>(
         for i in 0..tm {
             xrow[i] = (m0 + i).min(m - 1) * (k / 4);
         }
-        let mut wv = Array::<f32>::new(comptime![parts * tn * 4]);
+        let mut wv = Array::<f32>::new(comptime![parts * tn * 8]);
         let wpb = comptime![v.fmt.words_per_block()];
         let mut d = Array::<f32>::new(comptime![parts * tn]);
         for b in 0..blocks {
@@ -107,28 +107,30 @@ pub fn matmul<N: Size>(
             for r in 0..comptime![parts * tn] {
                 d[r] = format::block_scale(s, v.fmt, rows[r], b, blocks);
             }
-            // With several rows of x, a runtime loop over the block's 8 groups of four values
-            // keeps the shader small (unrolled it took 10x longer to compile); one row unrolls.
+            // Eight values at a time: a q4 word, so each stored word is read once. With several
+            // rows of x a runtime loop keeps the shader small (unrolled it compiled 10x slower);
+            // one row unrolls.
             #[unroll(tm == 1)]
-            for c in 0..8usize {
-                // Four weights k = 32b + 4c .. +4 of each row, scaled.
+            for c in 0..4usize {
                 #[unroll]
                 for r in 0..comptime![parts * tn] {
-                    let q = format::decode4(w, v.fmt, (rows[r] * blocks + b) * wpb, c);
+                    let (lo, hi) = format::decode8(w, v.fmt, (rows[r] * blocks + b) * wpb, c);
                     #[unroll]
                     for t in 0..4usize {
-                        wv[comptime![r * 4 + t]] = q.extract(t) * d[r];
+                        wv[comptime![r * 8 + t]] = lo.extract(t) * d[r];
+                        wv[comptime![r * 8 + 4 + t]] = hi.extract(t) * d[r];
                     }
                 }
                 #[unroll]
                 for i in 0..tm {
-                    let xs = x[xrow[i] + b * 8 + c];
+                    let (xa, xb) = (x[xrow[i] + b * 8 + 2 * c], x[xrow[i] + b * 8 + 2 * c + 1]);
                     #[unroll]
                     for r in 0..comptime![parts * tn] {
                         let mut sum = acc[comptime![r * tm + i]];
                         #[unroll]
                         for t in 0..4usize {
-                            sum += wv[comptime![r * 4 + t]] * xs.extract(t);
+                            sum += wv[comptime![r * 8 + t]] * xa.extract(t);
+                            sum += wv[comptime![r * 8 + 4 + t]] * xb.extract(t);
                         }
                         acc[comptime![r * tm + i]] = sum;
                     }
