@@ -122,13 +122,14 @@ async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRe
     Ok(ChatReply { prompt, generation, text, image_prompt, image_ms, attention })
 }
 
-/// One tiny request down the whole path (a blank image when the model has a vision half, a
-/// prompt of several positions, two new tokens), so every kernel a real question needs is
-/// compiled before the first one.
+/// One small request down the whole path (a blank image when the model has a vision half, a
+/// question of about 64 tokens, two new tokens), so every kernel a real question needs is
+/// compiled, and buffers of a typical question's sizes are in the allocator's pool, before the
+/// first one.
 pub async fn warm_up(model: &Mgm, tok: &Tokenizer) -> Result<()> {
     let images = if model.vision.is_some() { vec![Image::Rgba { width: 1, height: 1, data: vec![128, 128, 128, 255] }] } else { vec![] };
     let req = ChatRequest {
-        turns: vec![(Role::User, "Hi".into())],
+        turns: vec![(Role::User, "Describe this picture, please. ".repeat(8))],
         images,
         template: Template::Gemma,
         gen_prompt: false,
