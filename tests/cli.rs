@@ -35,9 +35,9 @@ fn generate_json_gives_the_reference_greedy_ids() {
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 let got: Value = serde_json::from_slice(&out.stdout).unwrap();
                 assert_eq!(json_ids(&got["prompt_ids"]), json_ids(&want["prompt_ids"]), "{backend} {name} {template}");
-                assert_eq!(json_ids(&got["generated_ids"]), json_ids(&want["generated_ids"]), "{backend} {name} {template}");
+                assert_eq!(json_ids(&got["ids"]), json_ids(&want["generated_ids"]), "{backend} {name} {template}");
                 assert_eq!(got["text"], want["text"]);
-                assert!(got["timings"]["decode_tokens_per_s"].as_f64().is_some());
+                assert!(got["usage"]["decode_tokens_per_s"].as_f64().is_some());
             }
         }
     }
@@ -126,7 +126,7 @@ fn generate_with_an_image_gives_the_reference_ids_and_dumps_the_image_path() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let got: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(got["prompt_ids"], want["prompt_ids"], "{case}");
-        assert_eq!(got["generated_ids"], want["generated_ids"], "{case}");
+        assert_eq!(got["ids"], want["generated_ids"], "{case}");
         assert_eq!(got["text"], want["text"], "{case}");
     }
     let r = Reference::open("mgm_tiny");
@@ -165,7 +165,7 @@ fn convert_then_generate_from_the_bundle() {
     let answer = mgm(&["generate", "--model", out.to_str().unwrap(), "--image", img.to_str().unwrap(), "--prompt", "Describe the image.", "--max-new-tokens", "16", "--json"]);
     assert!(answer.status.success(), "{}", String::from_utf8_lossy(&answer.stderr));
     let got: Value = serde_json::from_slice(&answer.stdout).unwrap();
-    assert_eq!(got["generated_ids"], want["generated_ids"]);
+    assert_eq!(got["ids"], want["generated_ids"]);
     std::fs::remove_dir_all(&out).unwrap();
 
     // A checkpoint whose index lists a shard that is not there.
@@ -206,12 +206,12 @@ fn chat_follow_ups_reuse_the_cache_and_answer_as_a_fresh_recompute() {
         let fresh = chat(&[&args[..], &["--no-cache"]].concat(), turns);
         assert_eq!(cached.len(), 3);
         for (k, (c, f)) in cached.iter().zip(&fresh).enumerate() {
-            assert_eq!(c["generated_ids"], f["generated_ids"], "{backend} turn {k}: ids with the cache = ids recomputed");
-            assert_eq!(f["timings"]["cached_tokens"], 0, "{backend} turn {k}: --no-cache recomputes");
+            assert_eq!(c["ids"], f["ids"], "{backend} turn {k}: ids with the cache = ids recomputed");
+            assert_eq!(f["usage"]["cached_tokens"], 0, "{backend} turn {k}: --no-cache recomputes");
         }
-        let second = &cached[1]["timings"];
+        let second = &cached[1]["usage"];
         assert!(second["cached_tokens"].as_u64().unwrap() > 16, "{backend}: the follow-up reuses the image and first turn: {second}");
         assert_eq!(second["image_encode_ms"], 0.0, "{backend}: the image is not encoded again");
-        assert_eq!(cached[2]["timings"]["cached_tokens"], 0, "{backend}: /clear starts over");
+        assert_eq!(cached[2]["usage"]["cached_tokens"], 0, "{backend}: /clear starts over");
     }
 }

@@ -12,7 +12,6 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::{MgmError, Result};
 use crate::generate::chat::{chat, warm_up, ChatRequest, Conversation};
-use crate::generate::session::Finish;
 use crate::generate::{GenerateOptions, Sampling};
 use crate::model::Mgm;
 use crate::preprocess::Image;
@@ -204,25 +203,7 @@ async fn run_chat(inner: &Inner, request: &str, images: &Array, on_token: &Funct
     if let Some(e) = thrown {
         return Err(MgmError::Input(format!("the onToken callback threw: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")))));
     }
-    let (g, t) = (&reply.generation, &reply.generation.timings);
-    let json = serde_json::json!({
-        "text": reply.text,
-        "ids": g.ids,
-        "prompt_ids": reply.prompt.ids(),
-        "finish_reason": match g.finish { Finish::Stop => "stop", Finish::Length => "length", Finish::Aborted => "abort" },
-        "image_prompt": reply.image_prompt,
-        "usage": {
-            "prompt_tokens": t.prompt_tokens + t.cached_tokens,
-            "cached_tokens": t.cached_tokens,
-            "time_to_first_token_ms": reply.image_ms + t.prefill_ms,
-            "completion_tokens": g.ids.len(),
-            "image_encode_ms": reply.image_ms,
-            "prefill_ms": t.prefill_ms,
-            "decode_ms": t.decode_ms,
-            "prefill_tokens_per_s": t.prefill_tok_s(),
-            "decode_tokens_per_s": t.decode_tok_s(),
-        },
-    });
+    let json = reply.to_json(None);
     let out = js_sys::JSON::parse(&json.to_string()).map_err(|_| MgmError::Format("reply JSON".into()))?;
     let per_image = Array::new();
     for (k, image) in reply.prompt.images.iter().enumerate() {

@@ -39,6 +39,8 @@ class WorkerBackend {
     const id = nextId++;
     return new Promise((resolve, reject) => {
       if (this.dead) return reject(mgmError(`${this.dead} (load the model again)`, 'device'));
+      // As in the calling thread: a signal aborted before the call never starts it.
+      if (signal?.aborted) return reject(mgmError('aborted', 'abort'));
       this.pending.set(id, { resolve, reject, onEvent });
       signal?.addEventListener('abort', () => this.worker.postMessage({ type: 'abort', target: id }), { once: true });
       this.worker.postMessage({ id, type, payload });

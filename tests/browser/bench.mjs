@@ -46,7 +46,7 @@ console.log('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: 
 const f = (v, d = 2) => (v == null || Number.isNaN(v) ? '' : v.toFixed(d));
 const ratio = (a, b) => (a == null ? '' : `${f(a / b)}x`);
 for (const { dir, r, native: n } of rows) {
-  const t = n.timings;
+  const t = n.usage;
   const name = path.basename(dir);
   console.log(`| ${name} | ${r.preset} | ${f(r.bytes / 2 ** 20, 1)} | native ${nativeBackend} | ${f(t.load_ms / 1e3)} | | ${f(t.image_encode_ms, 0)} | ${Math.round((t.prefill_tokens_per_s * t.prefill_ms) / 1e3)} | ${f(t.prefill_tokens_per_s)} | 1.00x | ${f(t.decode_tokens_per_s)} | 1.00x | ${f(t.image_encode_ms + t.prefill_ms, 0)} | | |`);
   const follow = r.follow_ttft_ms == null ? '' : `${f(r.follow_ttft_ms, 0)} (${ratio(r.follow_ttft_ms, r.last_ttft_ms)}, ${r.follow_cached} cached)`;

@@ -149,6 +149,7 @@ await s.test('abort stops decoding within one token', async () => {
 const errors = [
   ['a non-image file', 'input', /image 1: not an image/, () => engine.chat({ messages: [{ role: 'user', content: [{ type: 'image', image: new Blob(['hello, not a picture']) }, { type: 'text', text: 'hi' }] }] })],
   ['a prompt longer than the context', 'input', /takes at most/, () => engine.chat({ messages: [{ role: 'user', content: 'word '.repeat(20000) }], max_tokens: 4 })],
+  ['a signal aborted before the call (worker mode)', 'abort', /aborted/, () => { const c = new AbortController(); c.abort(); return engine.chat({ messages: [{ role: 'user', content: 'hi' }], signal: c.signal }); }],
   ['a shard with a wrong hash', 'format', /shard-00001\.bin: sha256 does not match/, 'bad-hash'],
   ['a missing shard', 'missing', /shard-00002\.bin: HTTP 404/, 'missing-shard'],
   ['a URL that is not a bundle', 'missing', /manifest\.json: HTTP 404/, 'no-such-bundle'],

@@ -40,6 +40,36 @@ pub struct ChatReply {
     pub attention: Vec<Vec<f32>>,
 }
 
+impl ChatReply {
+    /// The reply as the package resolves it and `mgm generate/chat --json` print it: one shape,
+    /// built here only. `load_ms` goes into `usage` when given (the CLI's one-shot runs).
+    pub fn to_json(&self, load_ms: Option<f64>) -> serde_json::Value {
+        let (g, t) = (&self.generation, &self.generation.timings);
+        let mut json = serde_json::json!({
+            "text": self.text,
+            "ids": g.ids,
+            "prompt_ids": self.prompt.ids(),
+            "finish_reason": g.finish.name(),
+            "image_prompt": self.image_prompt,
+            "usage": {
+                "prompt_tokens": t.prompt_tokens + t.cached_tokens,
+                "cached_tokens": t.cached_tokens,
+                "completion_tokens": g.ids.len(),
+                "time_to_first_token_ms": self.image_ms + t.prefill_ms,
+                "image_encode_ms": self.image_ms,
+                "prefill_ms": t.prefill_ms,
+                "decode_ms": t.decode_ms,
+                "prefill_tokens_per_s": t.prefill_tok_s(),
+                "decode_tokens_per_s": t.decode_tok_s(),
+            },
+        });
+        if let Some(ms) = load_ms {
+            json["usage"]["load_ms"] = ms.into();
+        }
+        json
+    }
+}
+
 /// What the decoder has seen so far: the KV cache, what each of its positions is, and the
 /// encoded images of the last request. A request whose prompt starts with what the cache holds
 /// (a follow-up question, a regenerated answer) reuses it; anything else is recomputed from
@@ -75,6 +105,7 @@ pub async fn chat(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &C
 }
 
 async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut dyn FnMut(u32, &str) -> bool) -> Result<ChatReply> {
+    let t0 = crate::device::now_ms();
     let turns: Vec<(Role, &str)> = req.turns.iter().map(|(r, t)| (*r, t.as_str())).collect();
     let prompt = Prompt::chat(model, tok, req.template, &turns, &req.images, req.gen_prompt, req.keep_aux, &mut conv.images)?;
     let positions = prompt.positions();
@@ -83,10 +114,11 @@ async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRe
     let same = conv.held.iter().zip(&positions).take_while(|(a, b)| a == b).count();
     let reuse = if req.options.prompt_logits { 0 } else { same.min(positions.len().saturating_sub(1)) };
     let embeds = prompt.embed_from(model, reuse)?;
-    let image_ms = if prompt.encode_ms > 0.0 {
-        // A one-value readback waits for the image work, so the time is the encode's.
-        read_f32(prompt.images[0].embeds.clone().slice([0..1, 0..1])).await?;
-        prompt.encode_ms
+    let image_ms = if prompt.encoded {
+        // A one-value readback waits for the image work (queued, not done, on WebGPU), so the
+        // time is the encode's and not the prefill's.
+        read_f32(prompt.images.last().expect("an image").embeds.clone().slice([0..1, 0..1])).await?;
+        crate::device::now_ms() - t0
     } else {
         0.0
     };

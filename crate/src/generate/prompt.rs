@@ -7,7 +7,6 @@ use std::hash::{Hash, Hasher};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::bail;
-use crate::device::now_ms;
 use crate::error::{MgmError, Result};
 use crate::model::mgm::ImageFeatures;
 use crate::model::Mgm;
@@ -43,8 +42,8 @@ pub struct Prompt {
     pub images: Vec<ImageFeatures>,
     /// Content hash of each image, in slot order.
     pub hashes: Vec<u64>,
-    /// Time spent encoding images that were not cached (0 when none was).
-    pub encode_ms: f64,
+    /// Whether an image had to be encoded (it was not in the conversation's cache).
+    pub encoded: bool,
 }
 
 impl Prompt {
@@ -84,7 +83,6 @@ impl Prompt {
         let pieces = pieces(tok, &label_images(&render(template, &rendered)))?;
         let hashes: Vec<u64> = images.iter().map(image_hash).collect();
         cache.retain(|h, f| hashes.contains(h) && (f.aux.is_some() || !keep_aux));
-        let t0 = now_ms();
         let (mut encoded, mut fresh) = (Vec::new(), false);
         if let Some(v) = vision {
             let size = v.config.image_size_aux;
@@ -103,8 +101,7 @@ impl Prompt {
                 encoded.push(f);
             }
         }
-        let encode_ms = if fresh { now_ms() - t0 } else { 0.0 };
-        Ok(Prompt { pieces, images: encoded, hashes, encode_ms })
+        Ok(Prompt { pieces, images: encoded, hashes, encoded: fresh })
     }
 
     /// Ids with -200 in image slots.

@@ -49,6 +49,17 @@ pub enum Finish {
     Aborted,
 }
 
+impl Finish {
+    /// The `finish_reason` users see (OpenAI's names, plus "abort").
+    pub fn name(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Aborted => "abort",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub ids: Vec<u32>,

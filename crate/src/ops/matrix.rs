@@ -142,9 +142,13 @@ impl Matrix {
             Parts::Packed(p) => p.iter().map(|p| p.bytes() as u64).sum(),
             Parts::Burn(blocks) => blocks
                 .iter()
-                .map(|b| match b.dtype() {
-                    DType::QFloat(_) => b.shape().num_elements() as u64 * 9 / 8, // Burn's i8 values and scales on flex
-                    d => (b.shape().num_elements() * d.size()) as u64,
+                .map(|b| {
+                    let n = b.shape().num_elements() as u64;
+                    match b.dtype() {
+                        // Burn's packed values and f32 block scales (as wgpu holds them).
+                        DType::QFloat(q) => n * if matches!(q.value, QuantValue::Q4S | QuantValue::Q4F) { 4 } else { 8 } / 8 + n / 32 * 4,
+                        d => n * d.size() as u64,
+                    }
                 })
                 .sum(),
         }

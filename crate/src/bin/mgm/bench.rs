@@ -48,6 +48,10 @@ pub struct Args {
     /// Bundles (or checkpoints) to load and time instead: load time, peak RSS, text speed.
     #[arg(long, value_delimiter = ',')]
     bundle: Vec<PathBuf>,
+    /// With --bundle or --mgm: also run wgpu with Burn's own ops instead of our kernels (the
+    /// implementation before them), first, as the same-run baseline.
+    #[arg(long)]
+    baseline: bool,
     /// Time the matrix kernels against Burn's matmul on one device (development).
     #[arg(long)]
     kernels: bool,
@@ -96,6 +100,26 @@ pub fn run(a: Args) -> Result<()> {
     println!("\n{} prompt tokens, {} new tokens, f32 weights, greedy", a.prompt_tokens, a.new_tokens);
     table(["model", "backend"], &["load s", "prefill tok/s", "decode tok/s"], &rows, &[false, true, true]);
     Ok(())
+}
+
+/// The runs of a benchmark: each backend, and with `--baseline` wgpu with Burn's ops first.
+fn runs(a: &Args) -> Result<Vec<(Backend, bool)>> {
+    let mut out = Vec::new();
+    for b in &a.backend {
+        let backend: Backend = b.parse()?;
+        if a.baseline && backend == Backend::Wgpu {
+            out.push((backend, true));
+        }
+        out.push((backend, false));
+    }
+    Ok(out)
+}
+
+/// Selects the ops for a run; returns the device and its label.
+fn start(backend: Backend, burn_only: bool) -> Result<(burn::tensor::Device, String)> {
+    mgm::ops::kernels::BURN_ONLY.store(burn_only, std::sync::atomic::Ordering::Relaxed);
+    let (device, desc) = device::init(backend)?;
+    Ok((device, if burn_only { format!("{desc}, Burn's ops (before the kernels)") } else { desc }))
 }
 
 /// Prefill and decode tokens/s; a warm-up pass compiles the kernels first.
@@ -182,8 +206,8 @@ fn run_accuracy(a: &Args) -> Result<()> {
 fn run_bundles(a: &Args) -> Result<()> {
     let bandwidth = read_bandwidth_gbs();
     let mut rows = Vec::new();
-    for b in &a.backend {
-        let (device, desc) = device::init(b.parse::<Backend>()?)?;
+    for (backend, burn_only) in runs(a)? {
+        let (device, desc) = start(backend, burn_only)?;
         for dir in &a.bundle {
             reset_peak_rss();
             eprintln!("{} on {desc} ...", dir.display());
@@ -306,8 +330,8 @@ fn run_mgm(a: &Args) -> Result<()> {
     let v = config.vision.clone().expect("MGM-2B has a vision half");
     let bytes = std::fs::read(&a.image).map_err(|e| mgm::MgmError::Input(format!("{}: {e}", a.image.display())))?;
     let mut rows = Vec::new();
-    for b in &a.backend {
-        let (device, desc) = device::init(b.parse::<Backend>()?)?;
+    for (backend, burn_only) in runs(a)? {
+        let (device, desc) = start(backend, burn_only)?;
         reset_peak_rss();
         // A bundle (`--bundle DIR`) as users load it, or random f32 weights of the same shapes.
         let t0 = now_ms();

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use mgm::device::{self, Backend};
 use mgm::error::{MgmError, Result};
 use mgm::generate::chat::{chat, ChatRequest, Conversation};
-use mgm::generate::{GenerateOptions, Sampling};
 use mgm::preprocess::Image;
 use mgm::text::template::{Role, Template};
 
@@ -21,17 +20,8 @@ pub struct Args {
     /// An image for the conversation; repeat for several.
     #[arg(long)]
     image: Vec<PathBuf>,
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: usize,
-    /// 0 means greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: crate::generate::SamplingArgs,
     /// One JSON object per answer (as `generate --json`) instead of streamed text.
     #[arg(long)]
     json: bool,
@@ -80,12 +70,7 @@ pub fn run(a: Args) -> Result<()> {
             images: images.clone(),
             template: Template::Gemma,
             gen_prompt: false,
-            options: GenerateOptions {
-                max_new_tokens: a.max_new_tokens,
-                sampling: Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed },
-                stop_ids: tok.stop_ids(),
-                prompt_logits: false,
-            },
+            options: a.sampling.options(tok.stop_ids(), false),
             attention: false,
             keep_aux: false,
         };
@@ -106,7 +91,7 @@ pub fn run(a: Args) -> Result<()> {
             }
         };
         if a.json {
-            println!("{}", crate::generate::reply_json(&reply, load_ms));
+            println!("{}", reply.to_json(Some(load_ms)));
         } else {
             let t = &reply.generation.timings;
             println!();

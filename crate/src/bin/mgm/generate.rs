@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use mgm::device::{self, Backend};
 use mgm::error::{MgmError, Result};
-use mgm::generate::chat::{chat, ChatReply, ChatRequest};
+use mgm::generate::chat::{chat, ChatRequest};
 use mgm::generate::prompt::Prompt;
 use mgm::generate::{GenerateOptions, Sampling};
 use mgm::model::mgm::ImageFeatures;
@@ -26,6 +26,24 @@ pub struct Args {
     /// Ask for a text-to-image prompt too (appends " <GEN>"); it is returned as image_prompt.
     #[arg(long = "gen")]
     gen_prompt: bool,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// gemma wraps the prompt in the chat template; none encodes <bos> + the raw text.
+    #[arg(long, default_value = "gemma", value_parser = ["gemma", "none"])]
+    template: String,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Write the prompt's logits [prompt_len, vocab] (f32) to this safetensors file.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
+    backend: String,
+}
+
+/// How to pick tokens, shared by `generate` and `chat`.
+#[derive(clap::Args)]
+pub struct SamplingArgs {
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
     /// 0 means greedy.
@@ -38,17 +56,13 @@ pub struct Args {
     top_k: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// gemma wraps the prompt in the chat template; none encodes <bos> + the raw text.
-    #[arg(long, default_value = "gemma", value_parser = ["gemma", "none"])]
-    template: String,
-    /// Print one JSON object instead of streaming text.
-    #[arg(long)]
-    json: bool,
-    /// Write the prompt's logits [prompt_len, vocab] (f32) to this safetensors file.
-    #[arg(long)]
-    dump: Option<PathBuf>,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
-    backend: String,
+}
+
+impl SamplingArgs {
+    pub fn options(&self, stop_ids: Vec<u32>, prompt_logits: bool) -> GenerateOptions {
+        let s = Sampling { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, seed: self.seed };
+        GenerateOptions { max_new_tokens: self.max_new_tokens, sampling: s, stop_ids, prompt_logits }
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -70,12 +84,7 @@ pub fn run(a: Args) -> Result<()> {
         images: images.into_iter().map(Image::Encoded).collect(),
         template: if a.template == "none" { Template::None } else { Template::Gemma },
         gen_prompt: a.gen_prompt,
-        options: GenerateOptions {
-            max_new_tokens: a.max_new_tokens,
-            sampling: Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed },
-            stop_ids: tok.stop_ids(),
-            prompt_logits: a.dump.is_some(),
-        },
+        options: a.sampling.options(tok.stop_ids(), a.dump.is_some()),
         attention: false,
         keep_aux: a.dump.is_some(),
     };
@@ -92,7 +101,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let t = &out.timings;
     if a.json {
-        println!("{}", reply_json(&reply, load_ms));
+        println!("{}", reply.to_json(Some(load_ms)));
     } else {
         println!();
         if let Some(p) = &reply.image_prompt {
@@ -108,26 +117,6 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The `--json` object of a reply (also `mgm chat --json`, one per turn).
-pub fn reply_json(reply: &ChatReply, load_ms: f64) -> serde_json::Value {
-    let (out, t) = (&reply.generation, &reply.generation.timings);
-    let mut json = serde_json::json!({
-        "prompt_ids": reply.prompt.ids(),
-        "generated_ids": out.ids,
-        "text": reply.text,
-        "finish_reason": format!("{:?}", out.finish).to_lowercase(),
-        "timings": {
-            "load_ms": load_ms, "image_encode_ms": reply.image_ms, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms,
-            "prefill_tokens_per_s": t.prefill_tok_s(), "decode_tokens_per_s": t.decode_tok_s(),
-            "prompt_tokens": t.prompt_tokens + t.cached_tokens, "cached_tokens": t.cached_tokens,
-        },
-    });
-    if let Some(p) = &reply.image_prompt {
-        json["image_prompt"] = p.clone().into();
-    }
-    json
 }
 
 fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<f32>> {

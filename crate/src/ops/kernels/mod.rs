@@ -17,8 +17,16 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 
 pub use format::Format;
 
+/// Set to run every op as plain Burn ops on wgpu too: the implementation before these kernels,
+/// kept as the same-run baseline of `mgm bench --baseline`. Models loaded while it is set hold
+/// Burn tensors, so set it before loading.
+pub static BURN_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The CubeCL device behind `device` when it is wgpu (WebGPU, Vulkan, Metal, DX12); None on flex.
 pub fn cube_device(device: &Device) -> Option<CubeDevice> {
+    if BURN_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
     match device.as_dispatch() {
         DispatchDevice::Cube(d) if d.runtime() == RuntimeId::Wgpu => Some(d.clone()),
         _ => None,
