@@ -133,7 +133,7 @@ fn dequantized_model(dir: &Path, device: &burn::tensor::Device) -> (Mgm, ()) {
 
 fn one_image_logits_and_ids(model: &Mgm, tok: &Tokenizer) -> (Vec<f32>, Vec<u32>) {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
-    let prompt = Prompt::chat(model, tok, Template::Gemma, &[(Role::User, "Describe the image.")], &[Image::Encoded(img)], false, false, &mut Default::default()).unwrap();
+    let prompt = Prompt::chat(model, tok, Template::Gemma, &[(Role::User, "Describe the image.")], &[Image::Encoded(img)], false, false, false, &mut Default::default()).unwrap();
     let embeds = prompt.embed(model).unwrap();
     let mut cache = model.gemma.new_cache(embeds.dims()[0]);
     let logits = read(model.gemma.forward(embeds.clone(), &mut cache, Logits::All));

@@ -77,7 +77,7 @@ fn end_to_end_logits_and_greedy_ids_match() {
             let gen_prompt = want["gen"].as_bool().unwrap();
             let turns: Vec<(Role, &str)> = want["turns"].as_array().unwrap().iter()
                 .map(|t| (if t[0] == "user" { Role::User } else { Role::Model }, t[1].as_str().unwrap())).collect();
-            let prompt = Prompt::chat(&model, &tok, Template::Gemma, &turns, &images, gen_prompt, false, &mut Default::default()).unwrap();
+            let prompt = Prompt::chat(&model, &tok, Template::Gemma, &turns, &images, gen_prompt, false, false, &mut Default::default()).unwrap();
             assert_eq!(prompt.ids(), ids(&want["prompt_ids"]), "{dev} {case} prompt ids");
             let embeds = prompt.embed(&model).unwrap();
             if case == "one_image" {
@@ -108,13 +108,13 @@ fn prompts_that_do_not_fit_are_errors() {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
     // 16 image tokens + text over tokenizer_model_max_length (200): an error, never a silent cut.
     let long = "word ".repeat(300);
-    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[Image::Encoded(img.clone())], false, false, &mut Default::default()).unwrap();
+    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[Image::Encoded(img.clone())], false, false, false, &mut Default::default()).unwrap();
     let err = prompt.embed(&model).unwrap_err();
     assert!(err.message().contains("at most 200"), "{err}");
-    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(b"not an image".to_vec())], false, false, &mut Default::default()).err().unwrap();
+    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(b"not an image".to_vec())], false, false, false, &mut Default::default()).err().unwrap();
     assert!(err.message().starts_with("image 1: not an image"), "{err}");
     let (gemma_only, tok) = load_dir(&fixture("gemma_mqa"), &device, &mut |_| {}).unwrap();
-    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(img)], false, false, &mut Default::default()).err().unwrap();
+    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(img)], false, false, false, &mut Default::default()).err().unwrap();
     assert!(err.message().contains("no vision tower"), "{err}");
 }
 
@@ -132,6 +132,7 @@ fn follow_ups_reuse_the_cache_and_give_the_reference_ids() {
             images,
             template: Template::Gemma,
             gen_prompt: false,
+            raw_prompt: false,
             options: GenerateOptions { max_new_tokens: 16, sampling: Sampling::default(), stop_ids: tok.stop_ids(), prompt_logits: false },
             attention: false,
             keep_aux: false,

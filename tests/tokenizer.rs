@@ -55,3 +55,23 @@ fn a_file_that_is_not_a_tokenizer_is_a_clear_error() {
     assert_eq!(err.code(), "format");
     assert!(err.message().starts_with("tokenizer.json:"), "{err}");
 }
+
+#[test]
+fn message_text_encodes_special_token_strings_as_text() {
+    let tok = Tokenizer::from_bytes(&std::fs::read(fixture(".tokenizer/tokenizer.json")).unwrap()).unwrap();
+    for case in cases("gemma") {
+        let text = case["text"].as_str().unwrap();
+        let literal = tok.encode_text(text).unwrap();
+        if !text.contains("<start_of_turn>") {
+            // No special strings: text and parsed encodings agree with Python's ids
+            // (`<image>`, `<h>`, newlines and spaces included).
+            let want: Vec<u32> = case["ids"].as_array().unwrap().iter().skip(1).map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(literal, want, "{text:?}");
+        } else {
+            // The chat template's markers typed as text: no turn-marker ids, the same text back.
+            assert!(!literal.iter().any(|id| [106, 107].contains(id)), "{literal:?}");
+            assert_eq!(tok.decode(&literal, false).unwrap(), text);
+            assert!(literal.len() > tok.encode(text, false).unwrap().len());
+        }
+    }
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::fixture;
-use mgm::preprocess::{decode, normalize, pad_square, preprocess, resize_bicubic, Rgb};
+use mgm::preprocess::{decode, normalize, pad_and_resize, preprocess, Image, Rgb};
 use safetensors::SafeTensors;
 
 const IMAGES: [&str; 12] = [
@@ -67,13 +67,14 @@ fn pad_and_bicubic_resize_match_pil_exactly() {
         // Start from PIL's own decoded pixels, so this checks pad + resize alone.
         let src = r.rgb(&format!("{name}.rgb")).unwrap();
         let want = r.rgb(&format!("{name}.resized")).unwrap();
-        let got = resize_bicubic(&pad_square(&src), want.width, want.height);
+        assert_eq!(want.width, want.height);
+        let got = pad_and_resize(&src, want.width);
         let (max, share) = diff(&got, &want);
         assert_eq!(max, 0, "{name}: {:.3}% of values differ", share * 100.0);
     }
     // MGM-2B's real size: 900x700 padded and shrunk to 768.
     let want = r.rgb("big.png.resized768").unwrap();
-    let got = resize_bicubic(&pad_square(&r.rgb("big.png.rgb").unwrap()), 768, 768);
+    let got = pad_and_resize(&r.rgb("big.png.rgb").unwrap(), 768);
     assert_eq!(diff(&got, &want).0, 0, "big.png at 768");
 }
 
@@ -99,4 +100,31 @@ fn bad_image_bytes_are_clear_errors() {
     assert_eq!(err.code(), "input");
     assert!(err.message().contains("cannot decode the Png image"), "{err}");
     assert!(decode(&[]).is_err());
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(width, height, image::Rgb([200, 30, 90])).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn images_past_the_size_limit_are_input_errors_and_thin_ones_stay_small() {
+    // A few hundred bytes of PNG declaring 20000x1: refused from its header, before decoding.
+    for (w, h) in [(20000, 1), (1, 30000), (8000, 7000)] {
+        let err = decode(&png(w, h)).unwrap_err();
+        assert_eq!(err.code(), "input");
+        assert!(err.message().contains(&format!("{w}x{h} pixels; at most 16384 on a side")), "{err}");
+    }
+    let err = Image::Rgba { width: 20000, height: 1, data: vec![0; 80000] }.rgb().unwrap_err();
+    assert!(err.message().contains("at most 16384"), "{err}");
+    // At the limit, a 16384x1 strip: padded in place, never as a 16384² square (800 MB).
+    let img = decode(&png(16384, 1)).unwrap();
+    let out = pad_and_resize(&img, 768);
+    assert_eq!((out.width, out.height, out.data.len()), (768, 768, 768 * 768 * 3));
+    // The strip is far thinner than an output row, so the middle row is mostly pad, pulled
+    // towards the strip's colour; the top row is pad alone.
+    assert_eq!(&out.data[..3], &mgm::preprocess::PAD);
+    let mid = &out.data[384 * 768 * 3..384 * 768 * 3 + 3];
+    assert!(mid != mgm::preprocess::PAD && mid[0] > mgm::preprocess::PAD[0], "{mid:?}");
 }

@@ -1,5 +1,5 @@
 //! Image bytes -> the normalised HR tensor MGM feeds both towers (spec §3): decode to RGB the way
-//! PIL's `convert('RGB')` does, pad to a square with the mean colour, resize with PIL's
+//! PIL's `convert('RGB')` does, pad to a square with the mean colour and resize with PIL's
 //! antialiased bicubic (bit-exact: a ±1 error on a few pixels already moves features), rescale
 //! and normalise with the OpenAI CLIP mean and std.
 
@@ -12,6 +12,21 @@ pub const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 pub const STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 /// floor(255 * MEAN), MGM's `expand2square` background.
 pub const PAD: [u8; 3] = [122, 116, 104];
+
+/// The largest image accepted, on a side and in all (a 48 MP phone photo fits): past them an
+/// image is an `input` error before it is decoded, in the CLI and in the browser.
+pub const MAX_SIDE: usize = 16384;
+pub const MAX_PIXELS: usize = 50_000_000;
+
+fn check_size(width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 {
+        bail!(Input, "the image is empty (0 pixels)");
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || width * height > MAX_PIXELS {
+        bail!(Input, "the image is {width}x{height} pixels; at most {MAX_SIDE} on a side and {} megapixels are supported", MAX_PIXELS / 1_000_000);
+    }
+    Ok(())
+}
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +42,9 @@ pub struct Rgb {
 pub fn decode(bytes: &[u8]) -> Result<Rgb> {
     let format = image::guess_format(bytes)
         .map_err(|_| MgmError::Input("not an image: the bytes are not JPEG, PNG, WebP, GIF or BMP".into()))?;
+    let header = image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions();
+    let (w, h) = header.map_err(|e| MgmError::Input(format!("cannot decode the {format:?} image: {e}")))?;
+    check_size(w as usize, h as usize)?;
     let img = image::load_from_memory_with_format(bytes, format)
         .map_err(|e| MgmError::Input(format!("cannot decode the {format:?} image: {e}")))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
@@ -42,30 +60,12 @@ pub fn decode(bytes: &[u8]) -> Result<Rgb> {
         DynamicImage::ImageRgba16(i) => i.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]].map(|v| (v >> 8) as u8)).collect(),
         other => other.to_rgb8().into_raw(),
     };
-    if width == 0 || height == 0 {
-        bail!(Input, "the image is empty (0 pixels)");
-    }
     Ok(Rgb { width, height, data })
 }
 
 /// RGBA8 -> RGB8: PIL's `convert('RGB')` drops alpha, never blends it.
 fn drop_alpha(rgba: &[u8]) -> Vec<u8> {
     rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
-}
-
-/// Centres the image on a square of side max(w, h) filled with [`PAD`] (MGM's `expand2square`).
-pub fn pad_square(img: &Rgb) -> Rgb {
-    let side = img.width.max(img.height);
-    if img.width == img.height {
-        return img.clone();
-    }
-    let (x0, y0) = ((side - img.width) / 2, (side - img.height) / 2);
-    let mut data: Vec<u8> = PAD.iter().copied().cycle().take(side * side * 3).collect();
-    for y in 0..img.height {
-        let dst = ((y0 + y) * side + x0) * 3;
-        data[dst..dst + img.width * 3].copy_from_slice(&img.data[y * img.width * 3..(y + 1) * img.width * 3]);
-    }
-    Rgb { width: side, height: side, data }
 }
 
 /// PIL's bicubic kernel (a = -0.5), evaluated in the same order as Pillow so rounding agrees.
@@ -106,21 +106,34 @@ fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
         .collect()
 }
 
-/// One 8-bit pass along x (`horizontal`) or y, with Pillow's rounding and clipping.
-fn pass(src: &Rgb, out_len: usize, horizontal: bool) -> Rgb {
-    let (in_len, other) = if horizontal { (src.width, src.height) } else { (src.height, src.width) };
-    let coeffs = coefficients(in_len, out_len);
-    let (width, height) = if horizontal { (out_len, other) } else { (other, out_len) };
+/// One 8-bit pass along x (`horizontal`) or y, with Pillow's rounding and clipping. Each line of
+/// `src` sits at `at` on a line of `len` pixels whose other pixels are `fill(line)`: a fill pixel
+/// adds fill x its weight, and the integer sums are exact in any order, so the result equals
+/// Pillow's on the materialised line.
+fn pass(src: &Rgb, at: usize, len: usize, fill: &dyn Fn(usize) -> [u8; 3], out_len: usize, horizontal: bool) -> Rgb {
+    let (n, lines) = if horizontal { (src.width, src.height) } else { (src.height, src.width) };
+    // Per output pixel: the first tap on `src`, their weights, and the weight left to the fill.
+    let coeffs = coefficients(len, out_len);
+    let taps: Vec<(usize, &[i32], i32)> = coeffs
+        .iter()
+        .map(|(first, k)| {
+            let (lo, hi) = ((*first).max(at), (first + k.len()).min(at + n));
+            let inside: &[i32] = if lo < hi { &k[lo - first..hi - first] } else { &[] };
+            (lo.saturating_sub(at), inside, k.iter().sum::<i32>() - inside.iter().sum::<i32>())
+        })
+        .collect();
+    let (width, height) = if horizontal { (out_len, lines) } else { (lines, out_len) };
     let mut data = vec![0u8; width * height * 3];
-    for o in 0..other {
-        for (i, (first, k)) in coeffs.iter().enumerate() {
+    for l in 0..lines {
+        let f = fill(l);
+        for (i, (first, k, fill_weight)) in taps.iter().enumerate() {
             for c in 0..3 {
-                let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+                let mut acc: i32 = (1 << (PRECISION_BITS - 1)) + f[c] as i32 * fill_weight;
                 for (j, w) in k.iter().enumerate() {
-                    let (x, y) = if horizontal { (first + j, o) } else { (o, first + j) };
+                    let (x, y) = if horizontal { (first + j, l) } else { (l, first + j) };
                     acc += src.data[(y * src.width + x) * 3 + c] as i32 * w;
                 }
-                let (x, y) = if horizontal { (i, o) } else { (o, i) };
+                let (x, y) = if horizontal { (i, l) } else { (l, i) };
                 data[(y * width + x) * 3 + c] = (acc >> PRECISION_BITS).clamp(0, 255) as u8;
             }
         }
@@ -128,18 +141,17 @@ fn pass(src: &Rgb, out_len: usize, horizontal: bool) -> Rgb {
     Rgb { width, height, data }
 }
 
-/// PIL's `Image.resize((w, h), BICUBIC)` on RGB, bit-exact (Pillow 13: the vertical pass goes
-/// first only when the height shrinks by more than twice what the width does).
-pub fn resize_bicubic(img: &Rgb, width: usize, height: usize) -> Rgb {
-    let (need_h, need_v) = (width != img.width, height != img.height);
-    let vertical_first = height < img.height && (img.height - height) as i64 > 2 * (img.width as i64 - width as i64);
-    match (need_h, need_v) {
-        (false, false) => img.clone(),
-        (true, false) => pass(img, width, true),
-        (false, true) => pass(img, height, false),
-        (true, true) if vertical_first => pass(&pass(img, height, false), width, true),
-        (true, true) => pass(&pass(img, width, true), height, false),
-    }
+/// MGM's `expand2square` (centred on a max(w, h) square of [`PAD`]) then PIL's
+/// `resize((size, size), BICUBIC)`, bit-exact, without making the square: a 20000x1 image costs
+/// its own pixels, not 400 million. Both axes change alike, so Pillow resamples x first.
+pub fn pad_and_resize(img: &Rgb, size: usize) -> Rgb {
+    let side = img.width.max(img.height);
+    let (x0, y0) = ((side - img.width) / 2, (side - img.height) / 2);
+    let rows = pass(img, x0, side, &|_| PAD, size, true);
+    // The pad rows after the x pass: one row, the same for every pad row.
+    let pad_row = pass(&Rgb { width: 0, height: 1, data: vec![] }, 0, side, &|_| PAD, size, true);
+    let pad = |x: usize| [pad_row.data[x * 3], pad_row.data[x * 3 + 1], pad_row.data[x * 3 + 2]];
+    pass(&rows, y0, side, &pad, size, false)
 }
 
 /// `[3, h, w]` planar f32: x * (1/255) in f64 then f32 (transformers' `rescale`), then
@@ -158,7 +170,7 @@ pub fn normalize(img: &Rgb) -> Vec<f32> {
 
 /// An RGB image -> normalised `[3, size, size]` pixels for the HR tower (`image_size_aux`).
 pub fn preprocess(img: &Rgb, size: usize) -> Vec<f32> {
-    normalize(&resize_bicubic(&pad_square(img), size, size))
+    normalize(&pad_and_resize(img, size))
 }
 
 /// An image as a caller has it: encoded file bytes, or pixels a browser already decoded.
@@ -174,7 +186,8 @@ impl Image {
         match self {
             Image::Encoded(bytes) => decode(bytes),
             Image::Rgba { width, height, data } => {
-                if *width == 0 || *height == 0 || data.len() != width * height * 4 {
+                check_size(*width, *height)?;
+                if data.len() != width * height * 4 {
                     bail!(Input, "the image has {} RGBA bytes for {width}x{height} pixels", data.len());
                 }
                 Ok(Rgb { width: *width, height: *height, data: drop_alpha(data) })

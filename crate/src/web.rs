@@ -98,6 +98,9 @@ struct Request {
     /// Return each image's mining attention.
     #[serde(default)]
     attention: bool,
+    /// Parse messages as MGM does (special-token strings, `<image>`) instead of as text.
+    #[serde(default)]
+    raw_prompt: bool,
 }
 
 #[wasm_bindgen]
@@ -180,6 +183,7 @@ async fn run_chat(inner: &Inner, request: &str, images: &Array, on_token: &Funct
         images,
         template: Template::Gemma,
         gen_prompt: req.image_prompt,
+        raw_prompt: req.raw_prompt,
         options: GenerateOptions {
             max_new_tokens: req.max_tokens,
             sampling: Sampling { temperature: req.temperature, top_p: req.top_p, top_k: req.top_k, seed: req.seed },

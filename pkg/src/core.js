@@ -252,6 +252,7 @@ export class EngineCore {
       max_tokens: params.max_tokens ?? d.max_new_tokens ?? 512,
       seed: params.seed ?? Math.floor(Math.random() * 2 ** 32),
       attention: !!params.attention,
+      raw_prompt: !!params.raw_prompt,
     };
     const signal = params.signal;
     checkAbort(signal);

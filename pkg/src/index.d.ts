@@ -72,6 +72,12 @@ export interface ChatParams {
   image_prompt?: boolean;
   /** Return each image's patch-info-mining attention (for a heat map). */
   attention?: boolean;
+  /**
+   * Parse messages as MGM's own code does, for parity checks: special-token strings in them
+   * (`<end_of_turn>`) become those tokens and `<image>` an image slot. By default a message is
+   * text, so pasted text cannot forge a turn.
+   */
+  raw_prompt?: boolean;
   /** 'wasm' (default): the image crate decodes file bytes, as natively; 'browser': createImageBitmap. */
   decode?: 'wasm' | 'browser';
   onToken?: (text: string, id: number) => void;

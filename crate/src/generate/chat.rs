@@ -21,6 +21,9 @@ pub struct ChatRequest {
     pub template: Template,
     /// Ask for a text-to-image prompt too (appends ` <GEN>`).
     pub gen_prompt: bool,
+    /// Parse messages as MGM does (special-token strings become tokens, `<image>` a slot)
+    /// instead of as text; for parity checks.
+    pub raw_prompt: bool,
     pub options: GenerateOptions,
     /// Read each image's mining attention back (for a heat map).
     pub attention: bool,
@@ -107,7 +110,7 @@ pub async fn chat(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &C
 async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut dyn FnMut(u32, &str) -> bool) -> Result<ChatReply> {
     let t0 = crate::device::now_ms();
     let turns: Vec<(Role, &str)> = req.turns.iter().map(|(r, t)| (*r, t.as_str())).collect();
-    let prompt = Prompt::chat(model, tok, req.template, &turns, &req.images, req.gen_prompt, req.keep_aux, &mut conv.images)?;
+    let prompt = Prompt::chat(model, tok, req.template, &turns, &req.images, req.gen_prompt, req.raw_prompt, req.keep_aux, &mut conv.images)?;
     let positions = prompt.positions();
     // Reuse the longest common prefix, but always run the last position: its logits start the
     // answer. Prompt logits (`--dump`) need every position.
@@ -165,6 +168,7 @@ pub async fn warm_up(model: &Mgm, tok: &Tokenizer) -> Result<()> {
         images,
         template: Template::Gemma,
         gen_prompt: false,
+        raw_prompt: false,
         options: GenerateOptions { max_new_tokens: 2, sampling: Default::default(), stop_ids: vec![], prompt_logits: false },
         attention: false,
         keep_aux: false,

@@ -11,7 +11,7 @@ use crate::error::{MgmError, Result};
 use crate::model::mgm::ImageFeatures;
 use crate::model::Mgm;
 use crate::preprocess::{preprocess, Image};
-use crate::text::template::{label_images, pieces, render, sentinel_ids, Piece, Role, Template, GEN_SUFFIX, IMAGE_TOKEN};
+use crate::text::template::{pieces, render, sentinel_ids, Piece, Role, Template};
 use crate::text::Tokenizer;
 
 /// What one position of the decoder's input is: a token, or row `row` of the image whose
@@ -49,7 +49,8 @@ pub struct Prompt {
 impl Prompt {
     /// A conversation ending with a user turn. As in MGM's CLI, the images go in front of the
     /// first user message and ` <GEN>` (when `gen_prompt`) after the last one; completed model
-    /// turns end with `<eos>`. Images found in `cache` are not encoded again; `cache` ends up
+    /// turns end with `<eos>`. Messages are text unless `raw` (MGM's parsing, see
+    /// [`pieces`]). Images found in `cache` are not encoded again; `cache` ends up
     /// holding exactly this prompt's images. `keep_aux` keeps each HR map (for `--dump`).
     #[allow(clippy::too_many_arguments)]
     pub fn chat(
@@ -59,28 +60,19 @@ impl Prompt {
         turns: &[(Role, &str)],
         images: &[Image],
         gen_prompt: bool,
+        raw: bool,
         keep_aux: bool,
         cache: &mut ImageCache,
     ) -> Result<Self> {
-        let (first, last) = match (turns.iter().position(|t| t.0 == Role::User), turns.last()) {
-            (Some(first), Some((Role::User, text))) if !text.is_empty() => (first, turns.len() - 1),
-            _ => bail!(Input, "the prompt is empty: a conversation must end with a non-empty user message"),
-        };
+        if !matches!(turns.last(), Some((Role::User, text)) if !text.is_empty()) {
+            bail!(Input, "the prompt is empty: a conversation must end with a non-empty user message");
+        }
         let vision = match (&model.vision, images.is_empty()) {
             (_, true) => None,
             (Some(v), false) => Some(v),
             (None, false) => bail!(Input, "this model has no vision tower, so it cannot take images"),
         };
-        let texts: Vec<String> = turns
-            .iter()
-            .enumerate()
-            .map(|(i, (_, text))| {
-                let text = if i == last && gen_prompt { format!("{text}{GEN_SUFFIX}") } else { text.to_string() };
-                if i == first { format!("{}{text}", format!("{IMAGE_TOKEN}\n").repeat(images.len())) } else { text }
-            })
-            .collect();
-        let rendered: Vec<(Role, &str)> = turns.iter().zip(&texts).map(|((role, _), text)| (*role, text.as_str())).collect();
-        let pieces = pieces(tok, &label_images(&render(template, &rendered)))?;
+        let pieces = pieces(tok, render(template, turns, images.len(), gen_prompt), raw)?;
         let hashes: Vec<u64> = images.iter().map(image_hash).collect();
         cache.retain(|h, f| hashes.contains(h) && (f.aux.is_some() || !keep_aux));
         let (mut encoded, mut fresh) = (Vec::new(), false);

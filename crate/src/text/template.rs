@@ -14,40 +14,68 @@ pub enum Template {
     None,
 }
 
-/// Renders a conversation that ends with a user turn, opening the model's turn. Completed
-/// model turns end with a literal `<eos>`, as in MGM's training data.
-pub fn render(template: Template, turns: &[(Role, &str)]) -> String {
-    match template {
-        Template::None => turns.iter().map(|(_, t)| *t).collect::<Vec<_>>().concat(),
-        Template::Gemma => {
-            let mut s = String::new();
-            for (role, text) in turns {
-                match role {
-                    Role::User => s += &format!("<start_of_turn>user\n{text}<end_of_turn>\n"),
-                    Role::Model => s += &format!("<start_of_turn>model\n{text}<end_of_turn>\n<eos>"),
-                }
+/// A rendered prompt: the template's turn markers and image slots, and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// A special token the template writes (`<start_of_turn>`, `<end_of_turn>`, `<eos>`).
+    Marker(&'static str),
+    Text(String),
+    Image,
+}
+
+/// Renders a conversation that ends with a user turn, opening the model's turn: `images` slots
+/// open the first user message (MGM's `<image>\n` each), `gen_prompt` appends [`GEN_SUFFIX`] to the
+/// last. Completed model turns end with a literal `<eos>`, as in MGM's training data.
+pub fn render(template: Template, turns: &[(Role, &str)], images: usize, gen_prompt: bool) -> Vec<Part> {
+    let first_user = turns.iter().position(|t| t.0 == Role::User);
+    let mut out = Vec::new();
+    let text = |s: &str| Part::Text(s.to_string());
+    for (i, (role, msg)) in turns.iter().enumerate() {
+        let gemma = template == Template::Gemma;
+        match (gemma, role) {
+            (true, Role::User) => out.extend([Part::Marker("<start_of_turn>"), text("user\n")]),
+            (true, Role::Model) => out.extend([Part::Marker("<start_of_turn>"), text("model\n")]),
+            (false, _) => {}
+        }
+        if Some(i) == first_user {
+            for _ in 0..images {
+                out.extend([Part::Image, text("\n")]);
             }
-            s + "<start_of_turn>model\n"
+        }
+        out.push(text(msg));
+        if gen_prompt && i + 1 == turns.len() {
+            out.push(text(GEN_SUFFIX));
+        }
+        match (gemma, role) {
+            (true, Role::User) => out.extend([Part::Marker("<end_of_turn>"), text("\n")]),
+            (true, Role::Model) => out.extend([Part::Marker("<end_of_turn>"), text("\n"), Part::Marker("<eos>")]),
+            (false, _) => {}
         }
     }
+    if template == Template::Gemma {
+        out.extend([Part::Marker("<start_of_turn>"), text("model\n")]);
+    }
+    out
 }
 
 pub const IMAGE_TOKEN: &str = "<image>";
 /// Appended to the user's text to ask for an image-generation prompt (`--gen`).
 pub const GEN_SUFFIX: &str = " <GEN>";
 
-/// With two or more images, MGM's CLI labels each slot of the whole prompt "Image k:".
-pub fn label_images(prompt: &str) -> String {
-    let parts: Vec<&str> = prompt.split(IMAGE_TOKEN).collect();
-    if parts.len() < 3 {
-        return prompt.to_string();
+/// With two or more images, MGM's CLI labels each slot "Image k:".
+fn label_images(parts: Vec<Part>) -> Vec<Part> {
+    let n = parts.iter().filter(|p| **p == Part::Image).count();
+    if n < 2 {
+        return parts;
     }
-    let mut out = String::new();
-    for (k, part) in parts.iter().enumerate() {
-        out += part;
-        if k + 1 < parts.len() {
-            out += &format!("Image {}:{IMAGE_TOKEN}", k + 1);
+    let mut k = 0;
+    let mut out = Vec::new();
+    for p in parts {
+        if p == Part::Image {
+            k += 1;
+            out.push(Part::Text(format!("Image {k}:")));
         }
+        out.push(p);
     }
     out
 }
@@ -59,19 +87,41 @@ pub enum Piece {
     Image,
 }
 
-/// MGM's `tokenizer_image_token`: each chunk between `<image>`s is tokenised on its own (with
-/// its `<bos>` dropped) and `<bos>` starts the prompt once.
-pub fn pieces(tok: &super::Tokenizer, prompt: &str) -> crate::Result<Vec<Piece>> {
+/// Tokenises a rendered prompt after `<bos>`. Text is text: a special-token string or `<image>`
+/// in a message is encoded as ordinary text, so only the template writes turn markers and
+/// slots. With `raw`, MGM's own way instead (for parity checks): the prompt is one string,
+/// special-token strings in it become tokens and every `<image>` a slot
+/// (`tokenizer_image_token`). Both give the same ids when messages hold neither.
+pub fn pieces(tok: &super::Tokenizer, parts: Vec<Part>, raw: bool) -> crate::Result<Vec<Piece>> {
+    let parts = label_images(parts);
     let mut out = vec![Piece::Text(vec![tok.bos])];
-    for (k, chunk) in prompt.split(IMAGE_TOKEN).enumerate() {
-        if k > 0 {
-            out.push(Piece::Image);
+    if raw {
+        let prompt: String = parts.iter().map(|p| match p { Part::Marker(m) => *m, Part::Text(t) => t.as_str(), Part::Image => IMAGE_TOKEN }).collect();
+        for (k, chunk) in prompt.split(IMAGE_TOKEN).enumerate() {
+            if k > 0 {
+                out.push(Piece::Image);
+            }
+            out.push(Piece::Text(tok.encode(chunk, false)?));
         }
-        let ids = tok.encode(chunk, false)?;
-        if !ids.is_empty() {
-            out.push(Piece::Text(ids));
+    } else {
+        // Runs of text between markers and slots are tokenised whole (BPE merges across the
+        // template's text and the message's, as in MGM's single string).
+        let mut run = String::new();
+        for p in parts.iter().chain([&Part::Image]) {
+            match p {
+                Part::Text(t) => run += t,
+                _ => {
+                    out.push(Piece::Text(tok.encode_text(&std::mem::take(&mut run))?));
+                    match p {
+                        Part::Marker(m) => out.push(Piece::Text(vec![tok.special(m)?])),
+                        _ => out.push(Piece::Image),
+                    }
+                }
+            }
         }
+        out.pop(); // the sentinel slot that flushed the last run
     }
+    out.retain(|p| *p != Piece::Text(vec![]));
     Ok(out)
 }
 

@@ -4,7 +4,10 @@ use crate::bail;
 use crate::error::{MgmError, Result};
 
 pub struct Tokenizer {
+    /// Set to encode special-token strings as text; [`Tokenizer::encode`] splits them itself.
     inner: tokenizers::Tokenizer,
+    /// The special tokens' strings and ids, longest first.
+    specials: Vec<(String, u32)>,
     pub bos: u32,
     pub eos: u32,
     /// `<end_of_turn>`, when the vocabulary has it.
@@ -13,26 +16,62 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+        let mut inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| MgmError::Format(format!("tokenizer.json: {e}")))?;
+        inner.set_encode_special_tokens(true);
+        let mut specials: Vec<(String, u32)> =
+            inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, t)| (t.content, id)).collect();
+        specials.sort_by_key(|(s, id)| (std::cmp::Reverse(s.len()), *id));
         let id = |t: &str| inner.token_to_id(t);
         let (Some(bos), Some(eos)) = (id("<bos>"), id("<eos>")) else {
             bail!(Mismatch, "tokenizer.json: no <bos>/<eos> tokens; is this a Gemma tokenizer?");
         };
-        Ok(Tokenizer { bos, eos, end_of_turn: id("<end_of_turn>"), inner })
+        Ok(Tokenizer { bos, eos, end_of_turn: id("<end_of_turn>"), inner, specials })
     }
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
-    /// Ids of `text`; with `bos`, the tokenizer's post-processor prepends `<bos>`.
+    /// Ids of `text` as `tokenizers` encodes a string: special-token strings in it become those
+    /// tokens. With `bos`, the tokenizer's post-processor prepends `<bos>`.
     pub fn encode(&self, text: &str, bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, bos)
-            .map_err(|e| MgmError::Input(format!("cannot tokenize the prompt: {e}")))?;
+        let mut ids = if bos { self.encode_with("", true)? } else { vec![] };
+        let mut rest = text;
+        while !rest.is_empty() {
+            // The leftmost special string (the longest where several start there).
+            let next = self.specials.iter().filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id))).min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
+            let Some((at, len, id)) = next else {
+                ids.extend(self.encode_text(rest)?);
+                break;
+            };
+            ids.extend(self.encode_text(&rest[..at])?);
+            ids.push(id);
+            rest = &rest[at + len..];
+        }
+        Ok(ids)
+    }
+
+    /// Ids of `text` as plain text: `<end_of_turn>` typed in a message is the characters, not the
+    /// turn marker (transformers' `split_special_tokens=True`).
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, false)
+    }
+
+    fn encode_with(&self, text: &str, bos: bool) -> Result<Vec<u32>> {
+        if text.is_empty() && !bos {
+            return Ok(vec![]);
+        }
+        let enc = self.inner.encode(text, bos).map_err(|e| MgmError::Input(format!("cannot tokenize the prompt: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// The id of a special token the template writes.
+    pub fn special(&self, token: &str) -> Result<u32> {
+        match self.specials.iter().find(|(s, _)| s == token) {
+            Some((_, id)) => Ok(*id),
+            None => bail!(Mismatch, "tokenizer.json has no {token} token; is this a Gemma tokenizer?"),
+        }
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {

@@ -20,6 +20,10 @@ pub struct Args {
     /// An image for the conversation; repeat for several.
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// Parse the prompt as MGM's CLI does: special-token strings in it (`<end_of_turn>`) become
+    /// those tokens and `<image>` an image slot. Without it a message is text.
+    #[arg(long)]
+    raw_prompt: bool,
     #[command(flatten)]
     sampling: crate::generate::SamplingArgs,
     /// One JSON object per answer (as `generate --json`) instead of streamed text.
@@ -70,6 +74,7 @@ pub fn run(a: Args) -> Result<()> {
             images: images.clone(),
             template: Template::Gemma,
             gen_prompt: false,
+            raw_prompt: a.raw_prompt,
             options: a.sampling.options(tok.stop_ids(), false),
             attention: false,
             keep_aux: false,

@@ -26,6 +26,10 @@ pub struct Args {
     /// Ask for a text-to-image prompt too (appends " <GEN>"); it is returned as image_prompt.
     #[arg(long = "gen")]
     gen_prompt: bool,
+    /// Parse the prompt as MGM's CLI does: special-token strings in it (`<end_of_turn>`) become
+    /// those tokens and `<image>` an image slot. Without it a message is text.
+    #[arg(long)]
+    raw_prompt: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// gemma wraps the prompt in the chat template; none encodes <bos> + the raw text.
@@ -84,6 +88,7 @@ pub fn run(a: Args) -> Result<()> {
         images: images.into_iter().map(Image::Encoded).collect(),
         template: if a.template == "none" { Template::None } else { Template::Gemma },
         gen_prompt: a.gen_prompt,
+        raw_prompt: a.raw_prompt,
         options: a.sampling.options(tok.stop_ids(), a.dump.is_some()),
         attention: false,
         keep_aux: a.dump.is_some(),
