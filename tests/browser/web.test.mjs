@@ -50,7 +50,7 @@ await s.test('an answer about an attached image streams the native CLI greedy te
   await ask(PROMPT, [IMAGE]);
   await idle();
   assertEq(await text('#messages li.assistant .text'), want.text, 'answer text');
-  assertEq(await page.evaluate(() => window.mgmPage.last.ids), want.generated_ids, 'answer ids');
+  assertEq(await page.evaluate(() => window.mgmPage.last.ids), want.ids, 'answer ids');
   assert(/tok\/s/.test(await text('#messages li.assistant .stats')), 'no speed shown');
 });
 
