@@ -119,6 +119,25 @@ fn attention_matches_burn() {
 }
 
 #[test]
+fn window_attention_matches_burn() {
+    let Some((dev, gpu)) = gpu() else { return };
+    let cpu = Device::flex();
+    // MGM's 8x8 windows with an offset and spread per pixel (as HR features have), and a window
+    // larger than a workgroup's 64 lanes.
+    for (n, m, c) in [(5, 64, 96), (3, 81, 40), (2, 4, 130)] {
+        let x: Vec<f32> = random(n * m * c, 4).iter().enumerate().map(|(i, v)| 4.0 * v + (i / c % 7) as f32 - 2.0).collect();
+        let u: Vec<f32> = random(n * c, 5).iter().map(|v| 3.0 * v).collect();
+        let run = |d: &Device| {
+            let (mean, p) = ops::window_attention(tensor(x.clone(), [n, m, c], d), tensor(u.clone(), [n, c], d), 0.125, 1e-5);
+            (read(mean), read(p))
+        };
+        let ((mg, pg), (mc, pc)) = (run(&gpu), run(&cpu));
+        assert_close(&format!("{dev} mined average [{n}x{m}x{c}]"), &mg, &mc, 1e-4);
+        assert_close(&format!("{dev} mining weights [{n}x{m}x{c}]"), &pg, &pc, 1e-4);
+    }
+}
+
+#[test]
 fn depthwise_convolution_matches_burn() {
     let Some((dev, gpu)) = gpu() else { return };
     let cpu = Device::flex();

@@ -61,19 +61,13 @@ impl PatchMining {
     ///
     /// `lr`: CLIP tokens `[n, C_v]`; `windows`: each token's HR pixels `[n, S*S, C_a]`.
     pub fn forward(&self, lr: Tensor<2>, windows: Tensor<3>) -> Mined {
-        let [n, m, c_a] = windows.dims();
         let c_v = lr.dims()[1];
-        let device = windows.device();
-        let (ones, zeros) = (Tensor::<1>::ones([c_a], &device), Tensor::<1>::zeros([c_a], &device));
-        let normed = ops::layer_norm(windows.reshape([n * m, c_a]), &ones, &zeros, EPS).reshape([n, m, c_a]);
         let q = self.query.forward(lr.clone());
         let u = q.matmul(self.key.linear.weight.to_f32()) * self.key.norm.weight.clone().unsqueeze::<2>(); // [n, c_a]
-        let logits = normed.clone().matmul(u.unsqueeze_dim::<3>(2)).reshape([n, 1, m]) / (c_v as f64).sqrt();
-        let p = softmax(logits, 2);
-        let mean = p.clone().matmul(normed).reshape([n, c_a]);
+        let (mean, attention) = ops::window_attention(windows, u, 1.0 / (c_v as f64).sqrt(), EPS);
         let v = &self.value;
         let r = v.linear.forward(mean * v.norm.weight.clone().unsqueeze::<2>() + v.norm.bias.clone().unsqueeze::<2>());
-        Mined { tokens: lr + r, attention: p.reshape([n, m]) }
+        Mined { tokens: lr + r, attention }
     }
 
     /// The direct form, as MGM's `unified_resampler` computes it: project every HR pixel to keys

@@ -124,6 +124,16 @@ pub fn attention(qkv: Tensor<2>, heads: usize) -> Tensor<2> {
     kernels::attention::launch_attention(src, n, n, heads, heads, dim, false)
 }
 
+/// Patch info mining's attention (spec §2.2): each token attends to the pixels of its own window,
+/// LayerNorm-normalised (no affine), with the key projection folded into `u`: p = softmax(scale ·
+/// LN(x_ti) · u_t) over `windows` `[n, m, c]`. Returns (Σ_i p_i LN(x_ti) `[n, c]`, p `[n, m]`).
+pub fn window_attention(windows: Tensor<3>, u: Tensor<2>, scale: f64, eps: f64) -> (Tensor<2>, Tensor<2>) {
+    if kernels::cube_device(&windows.device()).is_some() {
+        return kernels::window::launch(windows, u, scale, eps);
+    }
+    reference::window_attention(windows, u, scale, eps)
+}
+
 pub mod reference {
     use burn::tensor::activation::softmax;
     use burn::tensor::{Bool, Device, Tensor, TensorData};
@@ -200,6 +210,14 @@ pub mod reference {
         };
         let mask = (n > 1).then(|| causal_mask(n, start, &device));
         merge(attend(q, expand(k), expand(v), mask))
+    }
+
+    pub fn window_attention(windows: Tensor<3>, u: Tensor<2>, scale: f64, eps: f64) -> (Tensor<2>, Tensor<2>) {
+        let [n, m, c] = windows.dims();
+        let ones = Tensor::<1>::ones([c], &windows.device());
+        let normed = burn::tensor::module::layer_norm(windows.reshape([n * m, c]), ones, None, eps).reshape([n, m, c]);
+        let p = softmax(normed.clone().matmul(u.unsqueeze_dim::<3>(2)).reshape([n, 1, m]) * scale, 2);
+        (p.clone().matmul(normed).reshape([n, c]), p.reshape([n, m]))
     }
 
     pub fn attention(qkv: Tensor<2>, heads: usize) -> Tensor<2> {

@@ -9,7 +9,7 @@ pub mod kernels;
 mod matrix;
 mod norm;
 
-pub use attention::{attention, causal_self_attention, Heads, KvCache, Rope};
+pub use attention::{attention, causal_self_attention, window_attention, Heads, KvCache, Rope};
 pub use conv::depthwise_conv;
 pub use matrix::{glu, linear, linear_act, linear_add, linear_scale_add, Act, After, Matrix};
 pub use norm::{layer_norm, rms_norm};
@@ -17,7 +17,7 @@ pub use norm::{layer_norm, rms_norm};
 /// Plain-Burn versions of every op, for any device: what flex runs, and what the kernels are
 /// compared with on wgpu itself.
 pub mod reference {
-    pub use super::attention::reference::{attention, causal_self_attention};
+    pub use super::attention::reference::{attention, causal_self_attention, window_attention};
     pub use super::conv::reference::depthwise_conv;
     pub use super::matrix::reference::{burn_quantized, epilogue, product};
     pub use super::norm::reference::{layer_norm, rms_norm};
