@@ -204,6 +204,10 @@ fn broken_bundles_are_clear_errors() {
     assert_err(&dir, "model.embed_tokens.weight");
     std::fs::write(dir.join("manifest.json"), manifest.replace("\"intermediate_size\":128", "\"intermediate_size\":256")).unwrap();
     assert_err(&dir, "gate_proj.weight has shape");
+    for name in ["../shard-00000.bin", "/etc/passwd", "https://example.org/x.bin"] {
+        std::fs::write(dir.join("manifest.json"), manifest.replace("\"shard-00000.bin\"", &format!("{name:?}"))).unwrap();
+        assert_err(&dir, "is not a file name inside the bundle");
+    }
     std::fs::write(dir.join("manifest.json"), &manifest).unwrap();
     let (_, device) = devices().remove(0);
     assert!(load_dir(&dir, &device, &mut |_| {}).is_ok());

@@ -207,7 +207,9 @@ async function answer() {
     state.last = r;
     state.history.push({ role: 'assistant', content: r.text, text: r.text, li });
     const u = r.usage;
-    const stopped = r.finish_reason === 'abort' ? 'Stopped. ' : '';
+    // A 'length' finish short of max tokens means the conversation filled the model's context.
+    const full = r.finish_reason === 'length' && u.completion_tokens < (Number($('max-tokens').value) || 512);
+    const stopped = r.finish_reason === 'abort' ? 'Stopped. ' : full ? "The conversation reached the model's context: press Clear to start a new one. " : '';
     li.append(el('span', { className: 'stats', textContent: `${stopped}${u.completion_tokens} tokens · decode ${u.decode_tokens_per_s.toFixed(1)} tok/s · first token after ${(u.time_to_first_token_ms / 1000).toFixed(1)} s` + (u.cached_tokens ? ` (${u.cached_tokens} of ${u.prompt_tokens} prompt tokens reused)` : '') + (u.image_encode_ms ? ` · images encoded in ${u.image_encode_ms.toFixed(0)} ms` : '') }));
     if (imagePrompt != null) li.append(imagePromptCard(imagePrompt));
     const all = state.history.filter((m) => m.role === 'user').flatMap((m) => m.images);

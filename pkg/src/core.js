@@ -98,7 +98,13 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
   } catch {
     throw mgmError(`${base}manifest.json is not JSON: is this the URL of an mgm bundle?`, 'format');
   }
-  const tokenizerFile = await fetchFile(base + (manifest.tokenizer ?? 'tokenizer.json'), { cache, signal });
+  // The engine checks every name the manifest gives (shards too) before they are fetched; the
+  // tokenizer is fetched before the engine sees the manifest, so its name is checked here.
+  const tokenizerName = manifest.tokenizer ?? 'tokenizer.json';
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(tokenizerName)) {
+    throw mgmError(`manifest.json: ${JSON.stringify(tokenizerName)} is not a file name inside the bundle`, 'format');
+  }
+  const tokenizerFile = await fetchFile(base + tokenizerName, { cache, signal });
   const loading = await Loading.open(manifestFile.bytes, tokenizerFile.bytes);
   const openMemory = wasmMemoryBytes(); // the tokenizer and manifest, before any shard
   const shards = manifest.shards;

@@ -133,9 +133,16 @@ export declare class Engine {
   unload(): Promise<void>;
 }
 
-/** Errors carry a `code`: input, format, missing, mismatch, device, network, abort, io. */
+/**
+ * What went wrong: `input` (a bad image, a prompt that does not fit, a bad option), `format` (a
+ * corrupted shard, not a bundle), `missing` (HTTP 404), `mismatch` (a bundle this engine cannot
+ * run), `device` (WebGPU failed or was lost: load again), `network`, `abort`, `io`, and `internal`
+ * (an error the engine did not classify).
+ */
+export type MgmErrorCode = 'input' | 'format' | 'missing' | 'mismatch' | 'device' | 'network' | 'abort' | 'io' | 'internal';
+
 export interface MgmError extends Error {
-  code: string;
+  code: MgmErrorCode;
 }
 
 export declare const MGM: {

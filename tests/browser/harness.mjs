@@ -90,5 +90,14 @@ export function tinyBundles() {
   fs.writeFileSync(shard, bytes);
   fs.cpSync(path.join(dir, 'tiny'), path.join(dir, 'missing-shard'), { recursive: true });
   fs.rmSync(path.join(dir, 'missing-shard', 'shard-00002.bin'));
+  // Manifests naming files outside their bundle: the tokenizer (checked in JS) and a shard
+  // (checked by the engine).
+  for (const [name, edit] of [['escape-tokenizer', (m) => { m.tokenizer = '../tiny/tokenizer.json'; }], ['escape-shard', (m) => { m.shards[1].file = '../tiny/shard-00001.bin'; }]]) {
+    fs.cpSync(path.join(dir, 'tiny'), path.join(dir, name), { recursive: true });
+    const file = path.join(dir, name, 'manifest.json');
+    const manifest = JSON.parse(fs.readFileSync(file, 'utf8'));
+    edit(manifest);
+    fs.writeFileSync(file, JSON.stringify(manifest));
+  }
   return dir;
 }

@@ -165,6 +165,8 @@ const errors = [
   ['an image past the size limit', 'input', /20000x1 pixels; at most 16384 on a side/, () => engine.chat({ messages: [{ role: 'user', content: [{ type: 'image', image: new ImageData(20000, 1) }, { type: 'text', text: 'hi' }] }] })],
   ['a shard with a wrong hash', 'format', /shard-00001\.bin: sha256 does not match/, 'bad-hash'],
   ['a missing shard', 'missing', /shard-00002\.bin: HTTP 404/, 'missing-shard'],
+  ['a manifest naming a tokenizer outside the bundle', 'format', /"\.\.\/tiny\/tokenizer\.json" is not a file name inside the bundle/, 'escape-tokenizer'],
+  ['a manifest naming a shard outside the bundle', 'format', /"\.\.\/tiny\/shard-00001\.bin" is not a file name inside the bundle/, 'escape-shard'],
   ['a URL that is not a bundle', 'missing', /manifest\.json: HTTP 404/, 'no-such-bundle'],
 ];
 for (const [what, code, pattern, action] of errors) {

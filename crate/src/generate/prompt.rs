@@ -127,7 +127,7 @@ impl Prompt {
         let len = self.positions().len();
         // MGM silently truncated at this length; a clear error loses nothing instead.
         if len > model.config.max_length {
-            bail!(Input, "the prompt is {len} tokens with its images; the model takes at most {}", model.config.max_length);
+            bail!(Input, "the conversation is {len} tokens with its images; the model takes at most {}: start a new conversation or send less", model.config.max_length);
         }
         let mut images = self.images.iter();
         let (mut parts, mut at) = (Vec::new(), 0);

@@ -93,6 +93,14 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<()> {
+        // Files resolve inside the bundle only: a name with a path, `..` or a scheme could reach
+        // other files on disk or other URLs.
+        for name in std::iter::once(&self.tokenizer).chain(self.shards.iter().map(|s| &s.file)) {
+            let plain = !name.starts_with('.') && !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !plain {
+                bail!(Format, "manifest.json: {name:?} is not a file name inside the bundle");
+            }
+        }
         for t in &self.tensors {
             let cols: usize = t.shape.iter().skip(1).product();
             let mut next = 0;
