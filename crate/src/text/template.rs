@@ -30,8 +30,8 @@ pub fn render(template: Template, turns: &[(Role, &str)], images: usize, gen_pro
     let first_user = turns.iter().position(|t| t.0 == Role::User);
     let mut out = Vec::new();
     let text = |s: &str| Part::Text(s.to_string());
+    let gemma = template == Template::Gemma;
     for (i, (role, msg)) in turns.iter().enumerate() {
-        let gemma = template == Template::Gemma;
         match (gemma, role) {
             (true, Role::User) => out.extend([Part::Marker("<start_of_turn>"), text("user\n")]),
             (true, Role::Model) => out.extend([Part::Marker("<start_of_turn>"), text("model\n")]),
@@ -52,7 +52,7 @@ pub fn render(template: Template, turns: &[(Role, &str)], images: usize, gen_pro
             (false, _) => {}
         }
     }
-    if template == Template::Gemma {
+    if gemma {
         out.extend([Part::Marker("<start_of_turn>"), text("model\n")]);
     }
     out
@@ -101,28 +101,38 @@ pub fn pieces(tok: &super::Tokenizer, parts: Vec<Part>, raw: bool) -> crate::Res
             if k > 0 {
                 out.push(Piece::Image);
             }
-            out.push(Piece::Text(tok.encode(chunk, false)?));
+            push_text(&mut out, tok.encode(chunk, false)?);
         }
     } else {
         // Runs of text between markers and slots are tokenised whole (BPE merges across the
         // template's text and the message's, as in MGM's single string).
         let mut run = String::new();
-        for p in parts.iter().chain([&Part::Image]) {
+        for p in &parts {
             match p {
                 Part::Text(t) => run += t,
-                _ => {
-                    out.push(Piece::Text(tok.encode_text(&std::mem::take(&mut run))?));
-                    match p {
-                        Part::Marker(m) => out.push(Piece::Text(vec![tok.special(m)?])),
-                        _ => out.push(Piece::Image),
-                    }
+                Part::Marker(m) => {
+                    push_text(&mut out, tok.encode_text(&std::mem::take(&mut run))?);
+                    push_text(&mut out, vec![tok.special(m)?]);
+                }
+                Part::Image => {
+                    push_text(&mut out, tok.encode_text(&std::mem::take(&mut run))?);
+                    out.push(Piece::Image);
                 }
             }
         }
-        out.pop(); // the sentinel slot that flushed the last run
+        push_text(&mut out, tok.encode_text(&run)?);
     }
-    out.retain(|p| *p != Piece::Text(vec![]));
     Ok(out)
+}
+
+/// Appends ids to the prompt, joining them to the text before (one embedding lookup per run of
+/// text, not per marker).
+fn push_text(out: &mut Vec<Piece>, ids: Vec<u32>) {
+    match out.last_mut() {
+        Some(Piece::Text(prev)) => prev.extend(ids),
+        _ if !ids.is_empty() => out.push(Piece::Text(ids)),
+        _ => {}
+    }
 }
 
 /// Ids of a prompt with MGM's sentinel -200 in each image slot (for --json and tests).
