@@ -9,6 +9,8 @@ scripts/setup.sh
 
 echo "== native tests (cpu + wgpu)"
 cargo test -p mgm --no-fail-fast
+echo "== fuzz targets, short run (seeds + mutations; scripts/fuzz.sh is the coverage-guided fuzzer)"
+cargo test -p mgm-fuzz
 cargo build -p mgm --bin mgm
 
 echo "== npm package (wasm32 build + wasm-bindgen)"
@@ -17,4 +19,6 @@ scripts/build-pkg.sh
 echo "== browser tests (headless Chromium, WebGPU)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 node tests/browser/pkg.test.mjs
+node tests/browser/faults.test.mjs
+node tests/browser/npm.test.mjs
 node tests/browser/web.test.mjs

@@ -30,7 +30,8 @@ function explain(e) {
     case 'mismatch':
       return `This bundle does not fit this version of the page: ${m}\nConvert it again with the matching mgm.`;
     case 'device':
-      return `The GPU failed: ${m}\nIt may be out of memory: close other tabs or GPU-heavy apps, or use a q4 bundle, then reload the page.`;
+      if (/device was lost/.test(m)) return `The GPU was reset or taken away: ${m}\nPress Load to load the model again (it comes from the browser cache).`;
+      return `The GPU failed: ${m}\nIt may be out of memory: close other tabs or GPU-heavy apps, or use a q4 bundle, then press Load again.`;
     case 'input':
       return /image/.test(m) ? `That image could not be used: ${m}\nUse a JPEG, PNG, WebP, GIF or BMP file.` : m;
     default:
@@ -109,7 +110,8 @@ async function load() {
   try {
     state.engine = await MGM.load(url, { onProgress: (p) => showProgress(p, t0) });
     const i = state.engine.info;
-    $('load-status').textContent = `Ready: ${i.preset} bundle, ${mb(i.bytes)} MB ${i.from_cache ? 'from the browser cache' : 'downloaded'} in ${(i.load_ms / 1e3).toFixed(1)} s.`;
+    $('load-status').textContent = `Ready: ${i.preset} bundle, ${mb(i.bytes)} MB ${i.from_cache ? 'from the browser cache' : 'downloaded'} in ${(i.load_ms / 1e3).toFixed(1)} s.` +
+      (i.cache_error ? ` Not saved for offline use (${/Quota/.test(i.cache_error) ? "the browser's storage for this site is full" : i.cache_error}): it downloads again next time.` : '');
   } catch (e) {
     $('load-status').textContent = 'No model loaded.';
     showError(e);
@@ -224,6 +226,8 @@ async function answer() {
     state.attached.unshift(...turn.images);
     renderAttachments();
     showError(e);
+    // The engine cannot go on (GPU lost, a trap): Load brings it back.
+    if (e.fatal) state.engine = null;
   } finally {
     state.busy = false;
     state.controller = null;

@@ -83,8 +83,37 @@ pub async fn webgpu() -> Result<(burn::tensor::Device, String)> {
         limits.max_buffer_size >> 20,
         limits.max_storage_buffer_binding_size >> 20
     );
+    // A lost device (GPU reset, driver update, the browser reclaiming it) fails every later
+    // call, some by never answering: whoever waits in `when_lost` hears of it.
+    setup.device.set_device_lost_callback(|reason, message| {
+        let why = format!("the GPU device was lost ({reason:?}{}{message})", if message.is_empty() { "" } else { ": " });
+        let waiting = LOST.with(|l| {
+            let mut l = l.borrow_mut();
+            l.0 = Some(why.clone());
+            std::mem::take(&mut l.1)
+        });
+        waiting.into_iter().for_each(|f| f(&why));
+    });
     DEVICE.with(|d| *d.borrow_mut() = Some((device.clone(), desc.clone())));
     Ok((device, desc))
+}
+
+#[cfg(target_arch = "wasm32")]
+type LostWaiter = Box<dyn FnOnce(&str)>;
+
+#[cfg(target_arch = "wasm32")]
+thread_local! {
+    /// Why the WebGPU device was lost, once it is, and the callers waiting to hear it.
+    static LOST: std::cell::RefCell<(Option<String>, Vec<LostWaiter>)> = std::cell::RefCell::default();
+}
+
+/// Calls `f` with the reason once the WebGPU device is lost (at once if it already is).
+#[cfg(target_arch = "wasm32")]
+pub fn when_lost(f: impl FnOnce(&str) + 'static) {
+    match LOST.with(|l| l.borrow().0.clone()) {
+        Some(why) => f(&why),
+        None => LOST.with(|l| l.borrow_mut().1.push(Box::new(f))),
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -17,6 +17,8 @@ pub const PAD: [u8; 3] = [122, 116, 104];
 /// image is an `input` error before it is decoded, in the CLI and in the browser.
 pub const MAX_SIDE: usize = 16384;
 pub const MAX_PIXELS: usize = 50_000_000;
+/// The decoder's largest buffer: an 8-bit RGBA image at [`MAX_PIXELS`] fits, a 16-bit one does not.
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
 
 fn check_size(width: usize, height: usize) -> Result<()> {
     if width == 0 || height == 0 {
@@ -42,11 +44,20 @@ pub struct Rgb {
 pub fn decode(bytes: &[u8]) -> Result<Rgb> {
     let format = image::guess_format(bytes)
         .map_err(|_| MgmError::Input("not an image: the bytes are not JPEG, PNG, WebP, GIF or BMP".into()))?;
-    let header = image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions();
-    let (w, h) = header.map_err(|e| MgmError::Input(format!("cannot decode the {format:?} image: {e}")))?;
+    let reader = || {
+        let mut r = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        r.limits(limits);
+        r
+    };
+    let failed = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => MgmError::Input(format!("the {format:?} image needs more than {} MiB to decode", MAX_DECODE_BYTES >> 20)),
+        e => MgmError::Input(format!("cannot decode the {format:?} image: {e}")),
+    };
+    let (w, h) = reader().into_dimensions().map_err(failed)?;
     check_size(w as usize, h as usize)?;
-    let img = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| MgmError::Input(format!("cannot decode the {format:?} image: {e}")))?;
+    let img = reader().decode().map_err(failed)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let data: Vec<u8> = match img {
         DynamicImage::ImageLuma8(i) => i.into_raw().into_iter().flat_map(|v| [v; 3]).collect(),

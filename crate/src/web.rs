@@ -37,6 +37,13 @@ pub fn wasm_memory_bytes() -> f64 {
     (core::arch::wasm32::memory_size(0) * 65536) as f64
 }
 
+/// Resolves with the reason once the WebGPU device is lost; a chat or load waiting on the GPU
+/// then never finishes, so the host races it against this.
+#[wasm_bindgen(js_name = deviceLost)]
+pub fn device_lost() -> js_sys::Promise {
+    js_sys::Promise::new(&mut |resolve, _| crate::device::when_lost(move |why| drop(resolve.call1(&JsValue::NULL, &why.into()))))
+}
+
 /// A bundle being loaded: shards arrive in any order, each verified and uploaded at once.
 #[wasm_bindgen]
 pub struct Loading {
@@ -63,8 +70,9 @@ impl Loading {
 
     /// Builds the engine; every shard must be in.
     pub fn finish(self) -> std::result::Result<Engine, JsValue> {
+        let gpu = self.store.device().clone();
         let model = crate::load::from_store(self.store, &mut |_| {}).map_err(js_error)?;
-        Ok(Engine { inner: Rc::new(Inner { model, tok: self.tokenizer, device: self.device, busy: Cell::new(false), conv: RefCell::default() }) })
+        Ok(Engine { inner: Rc::new(Inner { model, tok: self.tokenizer, device: self.device, gpu, busy: Cell::new(false), conv: RefCell::default() }) })
     }
 }
 
@@ -72,6 +80,7 @@ struct Inner {
     model: Mgm,
     tok: Tokenizer,
     device: String,
+    gpu: burn::tensor::Device,
     busy: Cell<bool>,
     /// The KV cache and images of the conversation so far (follow-ups prefill only what is new).
     conv: RefCell<Conversation>,
@@ -116,6 +125,13 @@ impl Engine {
             "vision": c.vision.is_some(),
         })
         .to_string()
+    }
+
+    /// GPU memory held by the engine's pool, as JSON `{"in_use", "reserved"}` in bytes (what a
+    /// long session watches for leaks).
+    pub fn memory(&self) -> String {
+        let u = self.inner.gpu.memory_pool_usage();
+        serde_json::json!({ "in_use": u.as_ref().map(|u| u.bytes_in_use), "reserved": u.map(|u| u.bytes_reserved) }).to_string()
     }
 
     /// A tiny request with an image down the whole path, so every shader a question needs is

@@ -1,6 +1,6 @@
 // The engine host: fetches and caches a bundle, feeds its shards to the wasm engine, runs chats.
 // It runs in a Web Worker (worker.js) or in the page; index.js talks to either the same way.
-import init, { Loading, wasmMemoryBytes } from '../wasm/mgm.js';
+import init, { Loading, deviceLost, wasmMemoryBytes } from '../wasm/mgm.js';
 
 export const CACHE_NAME = 'mgm-web-v1';
 const PARALLEL_DOWNLOADS = 3;
@@ -41,8 +41,22 @@ async function openCache(enabled) {
   }
 }
 
-/// One bundle file, from the cache when it has it, else from the network (counted by `onBytes`).
-async function fetchFile(url, { cache, signal, onBytes, expect }) {
+/// How downloads ride out a bad connection (each overridable in `MGM.load`'s options).
+export const NETWORK = {
+  retries: 4, // attempts after the first, for a dropped connection, HTTP 5xx/408/429, a stall
+  retryDelay: 500, // ms before the first retry; doubles each time (with jitter)
+  stallTimeout: 30_000, // ms without a byte before an attempt is given up and retried
+};
+
+const sleep = (ms, signal) =>
+  new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), reject(mgmError('aborted', 'abort'))), { once: true });
+  });
+
+/// One bundle file, from the cache when it has it, else downloaded; failures that may pass
+/// (see NETWORK) are retried with backoff. `onBytes` sees each byte once, however many attempts.
+async function fetchFile(url, { cache, signal, onBytes, expect, net = NETWORK }) {
   const name = url.slice(url.lastIndexOf('/') + 1);
   const hit = cache && (await cache.match(url));
   if (hit) {
@@ -50,48 +64,134 @@ async function fetchFile(url, { cache, signal, onBytes, expect }) {
     onBytes?.(bytes.length);
     return { bytes, url, cached: true };
   }
-  let resp;
-  try {
-    resp = await fetch(url, { signal, cache: 'no-store' });
-  } catch (e) {
-    checkAbort(signal);
-    throw mgmError(`download failed: ${name}: ${e.message} (is the server reachable, and does it allow this origin?)`, 'network');
-  }
-  if (!resp.ok) {
-    throw mgmError(`download failed: ${name}: HTTP ${resp.status} ${resp.statusText}`.trim(), resp.status === 404 ? 'missing' : 'network');
-  }
-  let buf = new Uint8Array(expect || Number(resp.headers.get('content-length')) || 1 << 20);
-  let n = 0;
-  const reader = resp.body.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (n + value.length > buf.length) {
-        const grown = new Uint8Array(Math.max(2 * buf.length, n + value.length));
-        grown.set(buf.subarray(0, n));
-        buf = grown;
+  let counted = 0;
+  const progress = (n) => n > counted && (onBytes?.(n - counted), (counted = n));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return { bytes: await download(url, name, { signal, expect, stallTimeout: net.stallTimeout, progress }), url, cached: false };
+    } catch (e) {
+      checkAbort(signal);
+      if (!e.transient || attempt >= net.retries) {
+        if (attempt) e.message += ` (gave up after ${attempt + 1} attempts)`;
+        throw e;
       }
-      buf.set(value, n);
-      n += value.length;
-      onBytes?.(value.length);
+      await sleep(net.retryDelay * 2 ** attempt * (0.75 + 0.5 * Math.random()), signal);
     }
-  } catch (e) {
-    checkAbort(signal);
-    throw mgmError(`download failed: ${name}: ${e.message}`, 'network');
   }
-  return { bytes: buf.subarray(0, n), url, cached: false };
+}
+
+/// One attempt at downloading a file; errors say whether another attempt may succeed.
+async function download(url, name, { signal, expect, stallTimeout, progress }) {
+  const fail = (message, code, transient) => Object.assign(mgmError(`download failed: ${name}: ${message}`, code), { transient });
+  const stall = new AbortController();
+  let timer;
+  const arm = () => (clearTimeout(timer), (timer = setTimeout(() => stall.abort(), stallTimeout)));
+  const both = signal ? AbortSignal.any([signal, stall.signal]) : stall.signal;
+  const broken = (e) => (stall.signal.aborted ? fail(`no data for ${stallTimeout / 1000} s`, 'network', true) : fail(e.message, 'network', true));
+  arm();
+  try {
+    let resp;
+    try {
+      resp = await fetch(url, { signal: both, cache: 'no-store' });
+    } catch (e) {
+      checkAbort(signal);
+      throw stall.signal.aborted ? broken(e) : fail(`${e.message} (is the server reachable, and does it allow this origin?)`, 'network', true);
+    }
+    if (!resp.ok) {
+      const transient = resp.status >= 500 || resp.status === 408 || resp.status === 429;
+      throw fail(`HTTP ${resp.status} ${resp.statusText}`.trim(), resp.status === 404 ? 'missing' : 'network', transient);
+    }
+    let buf = new Uint8Array(expect || Number(resp.headers.get('content-length')) || 1 << 20);
+    let n = 0;
+    const reader = resp.body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        arm();
+        if (n + value.length > buf.length) {
+          const grown = new Uint8Array(Math.max(2 * buf.length, n + value.length));
+          grown.set(buf.subarray(0, n));
+          buf = grown;
+        }
+        buf.set(value, n);
+        n += value.length;
+        progress(n);
+      }
+    } catch (e) {
+      checkAbort(signal);
+      throw broken(e);
+    }
+    // A connection closed early can end a body without an error.
+    if (expect && n < expect) throw fail(`the connection closed after ${n} of ${expect} bytes`, 'network', true);
+    return buf.subarray(0, n);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/// The Cache API as a load uses it: reads always; writes until the first failure (a full quota:
+/// the model still runs, uncached, and `error` says why). An aborted load takes back what it wrote.
+class BundleCache {
+  constructor(cache) {
+    this.cache = cache;
+    this.error = null;
+    this.written = [];
+  }
+  match(url) {
+    return this.cache.match(url).catch(() => undefined);
+  }
+  delete(url) {
+    return this.cache.delete(url).catch(() => false);
+  }
+  async put(url, bytes) {
+    if (this.error) return;
+    try {
+      await this.cache.put(url, new Response(bytes));
+      this.written.push(url);
+    } catch (e) {
+      this.error = `${e.name}: ${e.message}`;
+      // A bundle cached in part does not load offline; free its space for other sites.
+      await this.takeBack();
+    }
+  }
+  async takeBack() {
+    await Promise.all(this.written.splice(0).map((u) => this.delete(u)));
+  }
+}
+
+/// `integrity` (SRI form: "sha256-BASE64", several allowed) against the manifest's bytes.
+async function checkIntegrity(bytes, integrity) {
+  const algos = { sha256: 'SHA-256', sha384: 'SHA-384', sha512: 'SHA-512' };
+  const wanted = integrity.trim().split(/\s+/).map((h) => h.match(/^(sha256|sha384|sha512)-([A-Za-z0-9+/]+={0,2})$/));
+  if (!wanted.length || wanted.some((m) => !m)) throw mgmError(`integrity ${JSON.stringify(integrity)}: expected "sha256-<base64>" (or sha384/sha512)`, 'input');
+  for (const [, algo, want] of wanted) {
+    const got = btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest(algos[algo], bytes))));
+    if (got === want) return true;
+  }
+  return false;
 }
 
 /// Loads the bundle at `url`: manifest and tokenizer first (checked before any shard moves),
 /// then shards, three downloads at a time, each verified and uploaded to the GPU as it lands.
-export async function loadBundle(url, { onProgress, signal, cache: useCache = true } = {}) {
+/// A shard enters the cache only once verified; an aborted load removes what it cached, a
+/// failed one keeps its verified shards (the next load fetches only the rest).
+export async function loadBundle(url, { onProgress, signal, cache: useCache = true, integrity, ...net } = {}) {
   const t0 = performance.now();
+  net = { ...NETWORK, ...Object.fromEntries(Object.entries(net).filter(([k, v]) => k in NETWORK && v != null)) };
   await initWasm();
   const base = bundleBase(url);
-  const cache = await openCache(useCache);
+  const opened = await openCache(useCache);
+  const cache = opened && new BundleCache(opened);
   const emit = (p) => onProgress?.(p);
-  const manifestFile = await fetchFile(base + 'manifest.json', { cache, signal });
+  let manifestFile = await fetchFile(base + 'manifest.json', { cache, signal, net });
+  if (integrity && !(await checkIntegrity(manifestFile.bytes, integrity))) {
+    // A cached manifest may be an older version of the bundle: ask the server once.
+    if (manifestFile.cached) manifestFile = await fetchFile(base + 'manifest.json', { cache: null, signal, net });
+    if (!manifestFile.cached && !(await checkIntegrity(manifestFile.bytes, integrity))) {
+      throw mgmError(`${base}manifest.json does not match the integrity ${integrity}: the bundle was changed or is not the one expected`, 'mismatch');
+    }
+  }
   let manifest;
   try {
     manifest = JSON.parse(new TextDecoder().decode(manifestFile.bytes));
@@ -104,7 +204,7 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
   if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(tokenizerName)) {
     throw mgmError(`manifest.json: ${JSON.stringify(tokenizerName)} is not a file name inside the bundle`, 'format');
   }
-  const tokenizerFile = await fetchFile(base + tokenizerName, { cache, signal });
+  const tokenizerFile = await fetchFile(base + tokenizerName, { cache, signal, net });
   const loading = await Loading.open(manifestFile.bytes, tokenizerFile.bytes);
   const openMemory = wasmMemoryBytes(); // the tokenizer and manifest, before any shard
   const shards = manifest.shards;
@@ -119,7 +219,7 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
   const apply = async (i) => {
     const shard = shards[i];
     const url = base + shard.file;
-    let f = await fetchFile(url, { cache, signal, expect: shard.size, onBytes: (n) => failed || step('download', n, shard.file) });
+    let f = await fetchFile(url, { cache, signal, net, expect: shard.size, onBytes: (n) => failed || step('download', n, shard.file) });
     if (failed) return;
     try {
       loading.addShard(i, f.bytes);
@@ -127,13 +227,13 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
       if (!f.cached) throw e;
       // A cached copy that no longer verifies: drop it and download once more.
       await cache.delete(url);
-      f = await fetchFile(url, { cache: null, signal, expect: shard.size });
+      f = await fetchFile(url, { cache: null, signal, net, expect: shard.size });
       loading.addShard(i, f.bytes);
     }
     if (f.cached) fromCache += shard.size;
     step('verify', shard.size, shard.file);
     step('upload', shard.size, shard.file);
-    if (cache && !f.cached) await cache.put(url, new Response(f.bytes));
+    if (cache && !f.cached) await cache.put(url, f.bytes);
   };
   let next = 0;
   const lane = async () => {
@@ -156,8 +256,8 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
     await engine.warmup();
     emit({ phase: 'compile', loaded: 1, total: 1 });
     if (cache && !manifestFile.cached) {
-      await cache.put(tokenizerFile.url, new Response(tokenizerFile.bytes));
-      await cache.put(manifestFile.url, new Response(manifestFile.bytes));
+      await cache.put(tokenizerFile.url, tokenizerFile.bytes);
+      await cache.put(manifestFile.url, manifestFile.bytes);
     }
     const info = {
       url: base,
@@ -166,6 +266,8 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
       generation: manifest.generation,
       bytes: total,
       from_cache: fromCache === total && total > 0,
+      cached: !!cache && !cache.error,
+      cache_error: cache ? cache.error : useCache ? 'the Cache API is not available here' : null,
       load_ms: performance.now() - t0,
       wasm_memory_bytes: wasmMemoryBytes(),
       wasm_memory_before_shards_bytes: openMemory,
@@ -173,6 +275,7 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
     return new EngineCore(engine, info);
   } catch (e) {
     failed ??= e;
+    if (e.code === 'abort') await cache?.takeBack();
     // Whatever was uploaded goes with the object that holds it.
     if (engine) engine.free();
     else loading.free();
@@ -269,6 +372,7 @@ export class EngineCore {
     });
     result.usage.total_tokens = result.usage.prompt_tokens + result.usage.completion_tokens;
     result.wasm_memory_bytes = wasmMemoryBytes();
+    result.device_memory_bytes = JSON.parse(this.engine.memory()).in_use;
     return result;
   }
 
@@ -283,12 +387,20 @@ export class EngineCore {
 export class Host {
   constructor() {
     this.core = null;
+    this.lost = null;
   }
 
   async call(type, payload, onEvent, signal) {
+    await initWasm();
+    // A lost GPU device fails what comes after, some calls by never answering: each call races it.
+    this.lost ??= deviceLost().then((why) => {
+      throw Object.assign(mgmError(`${why}. Load the model again (in-page engines: reload the page).`, 'device'), { fatal: true });
+    });
+    this.lost.catch(() => {});
     try {
-      return await this.dispatch(type, payload, onEvent, signal);
+      return await Promise.race([this.dispatch(type, payload, onEvent, signal), this.lost]);
     } catch (e) {
+      if (e.fatal) this.core = null;
       if (!(e instanceof WebAssembly.RuntimeError)) throw e;
       // A trap leaves the wasm instance unusable: drop the engine and say what to do.
       this.core = null;

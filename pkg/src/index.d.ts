@@ -25,6 +25,18 @@ export interface LoadOptions {
   cache?: boolean;
   /** Run the engine in a Web Worker (default true). */
   worker?: boolean;
+  /**
+   * Subresource-Integrity hash(es) of the bundle's manifest.json, e.g. "sha256-<base64>"
+   * (sha384/sha512 too, space-separated): the load fails with `mismatch` unless one matches.
+   * The manifest holds every shard's sha256, so this pins the whole bundle.
+   */
+  integrity?: string;
+  /** Download retries after a dropped connection, HTTP 5xx/408/429 or a stall (default 4). */
+  retries?: number;
+  /** Milliseconds before the first retry; doubles each time (default 500). */
+  retryDelay?: number;
+  /** Milliseconds without a byte before a download attempt is retried (default 30000). */
+  stallTimeout?: number;
 }
 
 export interface EngineInfo {
@@ -38,6 +50,10 @@ export interface EngineInfo {
   generation: { temperature: number; top_p: number; top_k: number; max_new_tokens: number };
   bytes: number;
   from_cache: boolean;
+  /** Whether the bundle is now in the Cache API (it loads offline next time). */
+  cached: boolean;
+  /** Why it is not, when caching was asked for: no Cache API, or a write failed (QuotaExceededError). */
+  cache_error: string | null;
   load_ms: number;
   /** wasm linear memory after loading (it never shrinks: the peak). */
   wasm_memory_bytes: number;
@@ -46,7 +62,7 @@ export interface EngineInfo {
 }
 
 /** Encoded image bytes (decoded like the native CLI), a URL or data URL, or browser pixels. */
-export type ImageInput = Blob | File | ArrayBuffer | Uint8Array | ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | string;
+export type ImageInput = Blob | File | ArrayBuffer | Uint8Array | ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | HTMLVideoElement | string;
 
 export type ContentPart =
   | { type: 'text'; text: string }
@@ -118,6 +134,8 @@ export interface ChatResult {
   };
   images: ImageMining[];
   wasm_memory_bytes: number;
+  /** GPU memory the engine's pool holds after this chat. */
+  device_memory_bytes: number | null;
 }
 
 export interface ChatStream extends AsyncIterable<string> {
@@ -143,6 +161,8 @@ export type MgmErrorCode = 'input' | 'format' | 'missing' | 'mismatch' | 'device
 
 export interface MgmError extends Error {
   code: MgmErrorCode;
+  /** The engine cannot go on (a trap, a lost GPU device): load the model again. */
+  fatal?: boolean;
 }
 
 export declare const MGM: {

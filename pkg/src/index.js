@@ -20,7 +20,7 @@ class WorkerBackend {
       if (m.type === 'done' || m.type === 'error') {
         this.pending.delete(m.id);
         if (m.type === 'done') p.resolve(m.value);
-        else p.reject(Object.assign(new Error(m.error.message), { name: m.error.name, code: m.error.code }));
+        else p.reject(Object.assign(new Error(m.error.message), { name: m.error.name, code: m.error.code, fatal: m.error.fatal }));
         // After a trap the worker's wasm is unusable: it goes, and later calls say so.
         if (m.error?.fatal) this.fail(m.error.message);
       } else p.onEvent(m);
@@ -177,11 +177,13 @@ export const MGM = {
   /**
    * Loads a bundle (the directory URL holding manifest.json). Progress events:
    * { phase: 'download' | 'verify' | 'upload' | 'compile', loaded, total, file }.
+   * Options: `cache` (default true), `integrity` ("sha256-<base64>" of manifest.json),
+   * `retries`, `retryDelay`, `stallTimeout` (ms) for downloads, `worker` (default true).
    */
-  async load(url, { onProgress, signal, cache = true, worker = true } = {}) {
+  async load(url, { onProgress, signal, worker = true, ...options } = {}) {
     const backend = worker && typeof Worker !== 'undefined' ? new WorkerBackend() : new LocalBackend();
     try {
-      const info = await backend.call('load', { url, options: { cache } }, (e) => e.type === 'progress' && onProgress?.(e.progress), signal);
+      const info = await backend.call('load', { url, options }, (e) => e.type === 'progress' && onProgress?.(e.progress), signal);
       return new Engine(backend, info);
     } catch (e) {
       backend.terminate();

@@ -101,3 +101,27 @@ export function tinyBundles() {
   }
   return dir;
 }
+
+/// The question every browser test asks about the tiny model, and the native CLI's answer to it.
+export const IMAGE = 'tests/fixtures/images/landscape.png';
+export const PROMPT = 'Describe the image.';
+export function referenceAnswer(bundle) {
+  return JSON.parse(mgm(['generate', '--model', bundle, '--image', IMAGE, '--prompt', PROMPT, '--max-new-tokens', '16', '--json', '--backend', 'cpu']));
+}
+
+/// Opens the package in `page` (served from `siteUrl`, the repository root): `MGM`, `ask(engine)`
+/// (the question above, greedy) and `rejection(promise)` (an error as plain data) on window.
+export async function openPackage(page, siteUrl) {
+  await page.goto(`${siteUrl}/tests/browser/blank.html`);
+  await page.evaluate(async () => {
+    window.MGM = (await import('/pkg/src/index.js')).MGM;
+    window.ask = (engine, extra = {}) =>
+      fetch('/tests/fixtures/images/landscape.png').then((r) => r.blob()).then((image) =>
+        engine.chat({
+          messages: [{ role: 'user', content: [{ type: 'image', image }, { type: 'text', text: 'Describe the image.' }] }],
+          temperature: 0, max_tokens: 16, ...extra,
+        }));
+    window.rejection = (p) => p.then(() => ({ resolved: true }), (e) => ({ message: e.message, code: e.code, name: e.name, fatal: !!e.fatal }));
+    window.cachedFiles = async (base) => (await (await caches.open('mgm-web-v1')).keys()).filter((k) => k.url.startsWith(base)).length;
+  });
+}

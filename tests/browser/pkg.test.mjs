@@ -3,29 +3,17 @@
 // leaves the engine usable.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Suite, assert, assertEq, launch, mgm, newPage, serve, tinyBundles, ROOT } from './harness.mjs';
+import { IMAGE, PROMPT, Suite, assert, assertEq, launch, mgm, newPage, openPackage, referenceAnswer, serve, tinyBundles, ROOT } from './harness.mjs';
 
-const IMAGE = 'tests/fixtures/images/landscape.png';
-const PROMPT = 'Describe the image.';
 const dir = tinyBundles();
 const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'tiny/manifest.json'), 'utf8'));
-const want = JSON.parse(mgm(['generate', '--model', path.join(dir, 'tiny'), '--image', IMAGE, '--prompt', PROMPT, '--max-new-tokens', '16', '--json', '--backend', 'cpu']));
+const want = referenceAnswer(path.join(dir, 'tiny'));
 
 const site = await serve(ROOT);
 let bundles = await serve(dir, { cors: true });
 const browser = await launch();
 const page = await newPage(await browser.newContext());
-await page.goto(`${site.url}/tests/browser/blank.html`);
-await page.evaluate(async () => {
-  window.MGM = (await import('/pkg/src/index.js')).MGM;
-  window.ask = (engine, extra = {}) =>
-    fetch('/tests/fixtures/images/landscape.png').then((r) => r.blob()).then((image) =>
-      engine.chat({
-        messages: [{ role: 'user', content: [{ type: 'image', image }, { type: 'text', text: 'Describe the image.' }] }],
-        temperature: 0, max_tokens: 16, ...extra,
-      }));
-  window.rejection = (p) => p.then(() => ({ resolved: true }), (e) => ({ message: e.message, code: e.code, name: e.name }));
-});
+await openPackage(page, site.url);
 const url = (name) => `${bundles.url}/${name}/`;
 const s = new Suite('mgm-web package (headless Chromium, WebGPU)');
 

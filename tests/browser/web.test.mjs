@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Suite, assert, assertEq, buildSite, launch, mgm, newPage, serve, OUT, ROOT } from './harness.mjs';
+import { demoCsp } from '../../scripts/serve.mjs';
 
 const IMAGE = path.join(ROOT, 'tests/fixtures/images/landscape.png');
 const PROMPT = 'Describe the image.';
@@ -14,7 +15,8 @@ fs.writeFileSync(notImage, 'this is text, not a picture');
 const shots = path.join(ROOT, 'out/screenshots');
 fs.mkdirSync(shots, { recursive: true });
 
-const server = await serve(site);
+// Served as scripts/demo.sh serves it, with the demo's Content-Security-Policy.
+const server = await serve(site, { csp: demoCsp() });
 const browser = await launch();
 const page = await newPage(await browser.newContext());
 const s = new Suite('demo page (headless Chromium, WebGPU)');
@@ -35,6 +37,10 @@ async function ask(prompt, files = [], maxTokens = 16) {
   await page.waitForFunction(() => window.mgmPage.busy || !document.getElementById('error').hidden);
 }
 
+await page.addInitScript(() => {
+  window.cspViolations = [];
+  document.addEventListener('securitypolicyviolation', (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+});
 await page.goto(`${server.url}/`);
 
 await s.test('the page reports WebGPU and loads the demo bundle with progress', async () => {
@@ -144,6 +150,41 @@ await s.test('images attach by drag and drop and by paste, and can be removed', 
     return [before, dropped, pasted, count()];
   });
   assertEq(counts, [0, 1, 2, 0], 'attachments before, after drop, after paste, after removing both');
+});
+
+await s.test('with the storage quota full, the page answers uncached and says so', async () => {
+  const cdp = await page.context().newCDPSession(page);
+  await page.evaluate(() => caches.delete('mgm-web-v1'));
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.url, quotaSize: 1024 });
+  const status = (re) => page.waitForFunction((r) => document.body.dataset.state === 'ready' && new RegExp(r).test(document.getElementById('load-status').textContent), re.source, { timeout: 120_000 });
+  try {
+    await page.click('#load');
+    await status(/Not saved for offline use/);
+    assert(/storage for this site is full/.test(await text('#load-status')), await text('#load-status'));
+    await page.click('#clear');
+    await ask(PROMPT, [IMAGE]);
+    await idle();
+    assertEq(await text('#messages li.assistant .text'), want.text, 'answer');
+  } finally {
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.url });
+    // Loaded again with room, so the offline test below finds it cached.
+    await page.click('#load');
+    await status(/^Ready.*downloaded(?!.*Not saved)/);
+  }
+});
+
+await s.test('the page runs under its Content-Security-Policy, which blocks other origins', async () => {
+  const csp = (await fetch(`${server.url}/`)).headers.get('content-security-policy');
+  assert(/default-src 'none'/.test(csp) && /connect-src 'self'/.test(csp), csp);
+  const other = await serve(ROOT, { cors: true });
+  try {
+    const r = await page.evaluate((u) => fetch(`${u}/README.md`).then(() => 'fetched', () => 'blocked'), other.url);
+    assertEq(r, 'blocked', 'fetch from another origin');
+  } finally {
+    await other.close();
+  }
+  const violations = await page.evaluate(() => window.cspViolations);
+  assert(violations.length === 1 && violations[0].startsWith('connect-src'), `violations: ${JSON.stringify(violations)}`);
 });
 
 await s.test('with the server stopped, a reload loads the cached model and answers', async () => {

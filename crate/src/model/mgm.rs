@@ -34,6 +34,8 @@ pub struct ImageFeatures {
     pub aux: Option<Tensor<3>>,
     /// Mining attention over each token's window, `[N, S*S]`.
     pub attention: Tensor<2>,
+    /// Mining's output: the CLIP tokens with what they mined added, `[N, C_v]`.
+    pub mined: Tensor<2>,
     /// Projected tokens for Gemma, `[N, hidden]` (unscaled; Gemma scales them).
     pub embeds: Tensor<2>,
 }
@@ -84,11 +86,13 @@ impl Vision {
             attention.push(mined.attention);
         }
         let (p0, p2) = &self.mm_projector;
-        let embeds = p2.forward(p0.forward_act(Tensor::cat(tokens, 0), Act::Gelu));
+        let mined = Tensor::cat(tokens, 0);
+        let embeds = p2.forward(p0.forward_act(mined.clone(), Act::Gelu));
         ImageFeatures {
             clip,
             aux: keep_aux.then(|| Tensor::cat(aux, 0).permute([2, 0, 1])),
             attention: Tensor::cat(attention, 0),
+            mined,
             embeds,
         }
     }

@@ -20,6 +20,9 @@ pub const FORMAT: &str = "mgm-bundle";
 pub const VERSION: u32 = 1;
 /// Every part starts at a multiple of this, so it can be uploaded as is.
 pub const ALIGN: u64 = 256;
+/// The most values one tensor may hold: MGM-2B's largest, the embedding, has 5.24e8; at 2^29 its
+/// f32 size still fits wasm32's usize.
+const MAX_VALUES: usize = 1 << 29;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -102,12 +105,20 @@ impl Manifest {
             }
         }
         for t in &self.tensors {
+            // Sizes are checked before any arithmetic on them: a manifest is untrusted input.
+            let values = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if values.is_none_or(|n| n > MAX_VALUES) {
+                bail!(Format, "manifest.json: tensor {} has an impossible shape {:?}", t.name, t.shape);
+            }
             let cols: usize = t.shape.iter().skip(1).product();
+            if t.storage.is_quantized() && (t.shape.len() != 2 || cols % quant::BLOCK != 0) {
+                bail!(Format, "manifest.json: tensor {} is quantized but its rows are not whole blocks of {}", t.name, quant::BLOCK);
+            }
             let mut next = 0;
             for p in &t.parts {
                 let Some(shard) = self.shards.get(p.shard) else { bail!(Format, "manifest.json: tensor {} points at shard {} which is not listed", t.name, p.shard) };
-                let rows = p.rows[1].saturating_sub(p.rows[0]);
-                if p.rows[0] != next || p.offset + p.length > shard.size || p.length != t.storage.bytes(rows, cols) as u64 {
+                let fits = p.offset.checked_add(p.length).is_some_and(|end| end <= shard.size);
+                if p.rows[0] != next || p.rows[1] <= p.rows[0] || !fits || p.length != t.storage.bytes(p.rows[1] - p.rows[0], cols) as u64 {
                     bail!(Format, "manifest.json: tensor {} has an inconsistent part in {}", t.name, shard.file);
                 }
                 next = p.rows[1];

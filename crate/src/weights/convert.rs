@@ -18,49 +18,80 @@ use crate::events::{OnProgress, Progress};
 
 const EMBEDDING: &str = "model.embed_tokens.weight";
 
-/// A `--quant` preset: what each tensor is stored as.
+/// A `--quant` preset: what each tensor is stored as. Gemma's linear layers and embedding take
+/// `text`; the vision side's matrices (both towers' linear layers, mining, the projector) take
+/// `vision`; convolution kernels stay f16 and vectors (norms, biases) f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    Q4,
-    Q8,
-    F16,
-    F32,
+pub struct Preset {
+    pub text: Storage,
+    pub vision: Storage,
+}
+
+impl Preset {
+    /// Gemma in q4, the vision side in q8 (the towers are compute-bound and 4 bits cost them more
+    /// accuracy than it saves bytes; README: "Converting").
+    pub const Q4: Preset = Preset { text: Storage::Q4, vision: Storage::Q8 };
+    pub const Q8: Preset = Preset { text: Storage::Q8, vision: Storage::Q8 };
+    pub const F16: Preset = Preset { text: Storage::F16, vision: Storage::F16 };
+    pub const F32: Preset = Preset { text: Storage::F32, vision: Storage::F32 };
+}
+
+fn storage_name(s: Storage) -> &'static str {
+    match s {
+        Storage::Q4 => "q4",
+        Storage::Q8 => "q8",
+        Storage::F16 => "f16",
+        Storage::F32 => "f32",
+    }
+}
+
+fn parse_storage(s: &str, what: &str) -> Result<Storage> {
+    Ok(match s {
+        "q4" => Storage::Q4,
+        "q8" => Storage::Q8,
+        "f16" => Storage::F16,
+        "f32" => Storage::F32,
+        _ => bail!(Input, "unknown {what} {s:?} (expected q4, q8, f16 or f32)"),
+    })
 }
 
 impl std::str::FromStr for Preset {
     type Err = MgmError;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "q4" => Preset::Q4,
-            "q8" => Preset::Q8,
-            "f16" => Preset::F16,
-            "f32" => Preset::F32,
-            _ => bail!(Input, "unknown --quant {s:?} (expected q4, q8, f16 or f32)"),
+        Ok(match parse_storage(s, "--quant")? {
+            Storage::Q4 => Preset::Q4,
+            Storage::Q8 => Preset::Q8,
+            Storage::F16 => Preset::F16,
+            Storage::F32 => Preset::F32,
         })
     }
 }
 
+/// `--vision`: what the vision side's matrices are stored as, overriding the preset's choice.
+pub fn vision_storage(s: &str) -> Result<Storage> {
+    parse_storage(s, "--vision")
+}
+
 impl Preset {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Q4 => "q4",
-            Preset::Q8 => "q8",
-            Preset::F16 => "f16",
-            Preset::F32 => "f32",
+    /// `q4`, or `q4+vision-f16` when the vision side is not the preset's own.
+    pub fn name(self) -> String {
+        let base: Preset = storage_name(self.text).parse().expect("a storage name is a preset");
+        match base.vision == self.vision {
+            true => storage_name(self.text).into(),
+            false => format!("{}+vision-{}", storage_name(self.text), storage_name(self.vision)),
         }
     }
 
-    /// Gemma's linear layers and embedding take the preset's quantization; both vision towers and
-    /// the projectors stay f16; vectors (norms, biases) stay f32.
     pub fn storage(self, name: &str, shape: &[usize]) -> Storage {
-        let matrix = shape.len() >= 2;
         let gemma = name == EMBEDDING || (name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
+        // Linear layers only: CLIP's position embedding is a table, not a matrix to multiply.
+        let vision = ["model.vision_tower", "model.vlm_uni", "model.mm_projector"].iter().any(|p| name.starts_with(p)) && !name.contains("embedding");
         let blockable = shape.len() == 2 && shape[1] % quant::BLOCK == 0;
-        match self {
-            _ if !matrix => Storage::F32,
-            Preset::F32 => Storage::F32,
-            Preset::Q4 if gemma && blockable => Storage::Q4,
-            Preset::Q8 if gemma && blockable => Storage::Q8,
+        match () {
+            _ if shape.len() < 2 => Storage::F32,
+            _ if gemma && blockable => self.text,
+            _ if vision && blockable => self.vision,
+            _ if self.text == Storage::F32 => Storage::F32,
             _ => Storage::F16,
         }
     }

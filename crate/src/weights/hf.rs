@@ -35,26 +35,8 @@ impl Safetensors {
         for path in paths {
             let mut file = File::open(path).map_err(|e| io_err(path, e))?;
             let len = file.metadata().map_err(|e| io_err(path, e))?.len();
-            let mut n = [0u8; 8];
-            file.read_exact(&mut n).map_err(|_| truncated(path))?;
-            let n = u64::from_le_bytes(n);
-            if n > 100 << 20 || 8 + n > len {
-                bail!(Format, "{}: not a safetensors file (bad header length)", path.display());
-            }
-            let mut header = vec![0u8; n as usize];
-            file.read_exact(&mut header).map_err(|_| truncated(path))?;
-            let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
-                .map_err(|e| MgmError::Format(format!("{}: bad safetensors header: {e}", path.display())))?;
-            let base = 8 + n;
-            for (name, value) in header {
-                if name == "__metadata__" {
-                    continue;
-                }
-                let info: TensorInfo = serde_json::from_value(value)
-                    .map_err(|e| MgmError::Format(format!("{}: tensor {name}: {e}", path.display())))?;
-                if base + info.data_offsets.1 as u64 > len {
-                    bail!(Format, "{}: truncated file (tensor {name} runs past the end)", path.display());
-                }
+            let (base, tensors) = read_header(&mut file, len, path)?;
+            for (name, info) in tensors {
                 st.entries.insert(name, Entry { file: st.files.len(), info, base });
             }
             st.files.push((path.clone(), file));
@@ -120,9 +102,9 @@ impl WeightSource for Safetensors {
         };
         let cols: usize = e.info.shape.iter().skip(1).product();
         let rows_total = e.info.shape.first().copied().unwrap_or(1);
-        let (begin, end) = e.info.data_offsets;
-        if end - begin != rows_total * cols * width || rows.end > rows_total {
-            bail!(Format, "{}: tensor {name}: byte length does not match its shape", path.display());
+        let begin = e.info.data_offsets.0;
+        if rows.end > rows_total {
+            bail!(Input, "{}: tensor {name}: rows {rows:?} of {rows_total}", path.display());
         }
         let mut bytes = vec![0u8; rows.len() * cols * width];
         let start = e.base + (begin + rows.start * cols * width) as u64;
@@ -130,6 +112,40 @@ impl WeightSource for Safetensors {
         file.read_exact(&mut bytes).map_err(|_| truncated(path))?;
         Ok(to_f32(&bytes, e.info.dtype))
     }
+}
+
+/// Reads a safetensors header from the start of a file of `len` bytes: where the data begins and
+/// each tensor, every one checked to lie inside the file with as many bytes as its shape needs
+/// (so reads never go out of bounds, whatever the header says).
+pub fn read_header(file: &mut impl Read, len: u64, path: &Path) -> Result<(u64, Vec<(String, TensorInfo)>)> {
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n).map_err(|_| truncated(path))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 || n > len.saturating_sub(8) {
+        bail!(Format, "{}: not a safetensors file (bad header length)", path.display());
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|_| truncated(path))?;
+    let header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| MgmError::Format(format!("{}: bad safetensors header: {e}", path.display())))?;
+    let base = 8 + n;
+    let mut tensors = Vec::new();
+    for (name, value) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let info: TensorInfo = serde_json::from_value(value).map_err(|e| MgmError::Format(format!("{}: tensor {name}: {e}", path.display())))?;
+        let (begin, end) = info.data_offsets;
+        let bytes = info.shape.iter().try_fold(info.dtype.bitsize(), |a, &d| a.checked_mul(d)).map(|bits| bits.div_ceil(8));
+        if begin > end || Some(end - begin) != bytes {
+            bail!(Format, "{}: tensor {name}: byte length does not match its shape", path.display());
+        }
+        if base.checked_add(end as u64).is_none_or(|e| e > len) {
+            bail!(Format, "{}: truncated file (tensor {name} runs past the end)", path.display());
+        }
+        tensors.push((name, info));
+    }
+    Ok((base, tensors))
 }
 
 /// Little-endian f32 / f16 / bf16 bytes to f32.

@@ -60,12 +60,19 @@ pub struct Args {
     #[arg(long)]
     profile: bool,
     /// Report each preset's error per Gemma layer and on the logits against f32, on a
-    /// Gemma-2B-shaped model with random weights (first backend only).
+    /// Gemma-2B-shaped model with random weights (first backend only). With --mgm: the error
+    /// of each image-encode stage with the vision side in f16, q8 and q4.
     #[arg(long)]
     accuracy: bool,
+    /// With --accuracy --mgm: this HF checkpoint instead of MGM-2B-shaped random weights.
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.mgm && a.accuracy {
+        return run_vision_accuracy(&a);
+    }
     if a.mgm {
         return run_mgm(&a);
     }
@@ -136,9 +143,9 @@ fn text_speed(model: &Gemma, prompt_tokens: usize, new_tokens: usize) -> Result<
     Ok(speed)
 }
 
-/// Serves the random weights, quantized as the preset would store Gemma's matrices.
+/// Serves weights quantized as the preset would store them.
 struct Quantized {
-    inner: RandomWeights,
+    inner: Box<dyn WeightSource>,
     preset: Preset,
 }
 
@@ -178,29 +185,70 @@ fn run_accuracy(a: &Args) -> Result<()> {
         let model = Gemma::load(&mut Loader { source: &mut RandomWeights::new(7), device: device.clone() }, &config)?;
         trace(&model)?
     };
-    let err = |got: &[f32], want: &[f32]| {
-        let max = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) as f64;
-        let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-        let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-        (max, (num / den).sqrt())
-    };
     let mut rows = Vec::new();
     for preset in [Preset::F16, Preset::Q8, Preset::Q4] {
         eprintln!("{} on {desc} ...", preset.name());
-        let mut src = Quantized { inner: RandomWeights::new(7), preset };
+        let mut src = Quantized { inner: Box::new(RandomWeights::new(7)), preset };
         let model = Gemma::load(&mut Loader { source: &mut src, device: device.clone() }, &config)?;
         let (layers, logits) = trace(&model)?;
         let argmax = |l: &[f32]| l.chunks(config.vocab_size).map(mgm::generate::sampling::argmax).collect::<Vec<_>>();
         let same = argmax(&logits).iter().zip(argmax(&reference.1)).filter(|(a, b)| **a == *b).count();
         for (i, (got, want)) in layers.iter().zip(&reference.0).enumerate() {
-            let (max, rel) = err(got, want);
+            let (max, rel) = error(got, want);
             rows.push((preset.name().to_string(), format!("layer {i}"), vec![max, rel]));
         }
-        let (max, rel) = err(&logits, &reference.1);
+        let (max, rel) = error(&logits, &reference.1);
         rows.push((preset.name().to_string(), format!("logits (argmax equal at {same} of {} positions)", prompt.len()), vec![max, rel]));
     }
     println!("\nGemma-2B shape ({} layers), random weights, {} prompt tokens, {desc}; error vs f32", a.layers, a.prompt_tokens);
     table(["preset", "output"], &["max abs error", "relative error (L2)"], &rows, &[false, false]);
+    Ok(())
+}
+
+/// Relative L2 error and max |error| of `got` against `want`.
+fn error(got: &[f32], want: &[f32]) -> (f64, f64) {
+    let max = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) as f64;
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (max, (num / den).sqrt())
+}
+
+/// Each stage of one image encode with the vision side's matrices stored as each preset stores
+/// them (convolution kernels f16), against all-f32 weights, on one image.
+fn run_vision_accuracy(a: &Args) -> Result<()> {
+    let (config, label) = match &a.model {
+        Some(dir) => (MgmConfig::from_json(&mgm::weights::hf::read_text(&dir.join("config.json"))?)?, dir.display().to_string()),
+        None => (MgmConfig::mgm_2b(), "MGM-2B shapes, random weights".into()),
+    };
+    let Some(v) = config.vision.clone() else { return Err(mgm::MgmError::Input(format!("{label}: no vision tower"))) };
+    let (device, desc) = device::init(a.backend[0].parse::<Backend>()?)?;
+    let bytes = std::fs::read(&a.image).map_err(|e| mgm::MgmError::Input(format!("{}: {e}", a.image.display())))?;
+    let pixels = mgm::preprocess::preprocess(&mgm::preprocess::decode(&bytes)?, v.image_size_aux);
+    let size = v.image_size_aux;
+    let encode = |preset: Preset| -> Result<Vec<Vec<f32>>> {
+        eprintln!("vision as stored by {} on {desc} ...", preset.name());
+        let inner: Box<dyn WeightSource> = match &a.model {
+            Some(dir) => Box::new(mgm::weights::hf::Safetensors::open_dir(dir)?),
+            None => Box::new(RandomWeights::new(7)),
+        };
+        let mut src = Quantized { inner, preset };
+        let vision = mgm::model::mgm::Vision::load(&mut Loader { source: &mut src, device: device.clone() }, &v, config.gemma.hidden_size)?;
+        let hr = Tensor::<1>::from_data(TensorData::new(pixels.clone(), [3 * size * size]), &device).reshape([1, 3, size, size]);
+        let f = vision.encode(hr, false, true);
+        let aux = f.aux.expect("asked for").reshape([-1]);
+        [f.clip.reshape([-1]), aux, f.mined.reshape([-1]), f.embeds.reshape([-1])].into_iter().map(|t| pollster::block_on(read_f32::<1>(t))).collect()
+    };
+    let reference = encode(Preset::F32)?;
+    let stages = ["CLIP features", "HR map (ConvNeXt)", "mining output", "projected embeddings"];
+    let mut rows = Vec::new();
+    for (name, preset) in [("f16 (f16 preset)", Preset::F16), ("q8 (q4 and q8 presets)", Preset::Q4), ("q4 (--vision q4)", Preset { vision: Storage::Q4, ..Preset::Q4 })] {
+        for (stage, (got, want)) in stages.iter().zip(encode(preset)?.iter().zip(&reference)) {
+            let (max, rel) = error(got, want);
+            rows.push((name.to_string(), stage.to_string(), vec![max, rel]));
+        }
+    }
+    println!("\nimage encode, {label}, {} on {desc}; error vs f32 weights", a.image.display());
+    table(["vision matrices", "stage"], &["max abs error", "relative error (L2)"], &rows, &[false, false]);
     Ok(())
 }
 
