@@ -16,8 +16,12 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 scripts/fetch-tokenizer.sh >/dev/null
 corpus="${CARGO_TARGET_DIR:-target}/fuzz-corpus"
 cargo run -q -p mgm-fuzz --example seeds -- "$corpus"
+cargo +nightly fuzz build -s none --debug-assertions --features libfuzzer-sys
+# The binaries run outside cargo, so other builds can use the target directory meanwhile.
+bin="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
+mkdir -p fuzz/artifacts
 for t in "${targets[@]}"; do
   echo "== fuzz $t ($runs inputs)"
-  cargo +nightly fuzz run -s none --debug-assertions --features libfuzzer-sys "$t" "$corpus/$t" -- \
-    -runs="$runs" -timeout=10 -print_final_stats=1
+  mkdir -p "fuzz/artifacts/$t"
+  "$bin/$t" -artifact_prefix="fuzz/artifacts/$t/" -runs="$runs" -timeout=10 -print_final_stats=1 "$corpus/$t"
 done

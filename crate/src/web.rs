@@ -62,10 +62,12 @@ impl Loading {
         Ok(Loading { store, tokenizer, device: desc })
     }
 
-    /// Verifies shard `index` (size and sha256) and uploads its tensors; the bytes are not kept.
-    #[wasm_bindgen(js_name = addShard)]
-    pub fn add_shard(&mut self, index: usize, bytes: &[u8]) -> std::result::Result<(), JsValue> {
-        self.store.add_shard(index, bytes).map_err(js_error)
+    /// Uploads part `part` of tensor `tensor` (indices into the manifest's `tensors` and their
+    /// `parts`) from its bytes, cut from a shard the caller verified against the manifest's
+    /// size and sha256 (core.js does, with WebCrypto); the bytes are not kept.
+    #[wasm_bindgen(js_name = addPart)]
+    pub fn add_part(&mut self, tensor: usize, part: usize, bytes: &[u8]) -> std::result::Result<(), JsValue> {
+        self.store.add_part(tensor, part, bytes).map_err(js_error)
     }
 
     /// Builds the engine; every shard must be in.

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mgm_fuzz::safetensors(data));
+libfuzzer_sys::fuzz_target!(init: mgm_fuzz::init(), |data: &[u8]| mgm_fuzz::safetensors(data));

@@ -160,6 +160,14 @@ class BundleCache {
   }
 }
 
+/// A shard's size and sha256 against the manifest, with WebCrypto (native code, and no copy
+/// into wasm memory). WebGPU needs a secure context, which WebCrypto needs too.
+async function verifyShard(shard, bytes) {
+  if (bytes.length !== shard.size) throw mgmError(`shard ${shard.file}: ${bytes.length} bytes, expected ${shard.size} (truncated or wrong file)`, 'format');
+  const hex = Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+  if (hex !== shard.sha256) throw mgmError(`shard ${shard.file}: sha256 does not match the manifest (corrupted download?)`, 'format');
+}
+
 /// `integrity` (SRI form: "sha256-BASE64", several allowed) against the manifest's bytes.
 async function checkIntegrity(bytes, integrity) {
   const algos = { sha256: 'SHA-256', sha384: 'SHA-384', sha512: 'SHA-512' };
@@ -216,19 +224,27 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
     done[phase] += bytes;
     emit({ phase, loaded: done[phase], total, file });
   };
+  // Each shard's parts, as (tensor, part) indices into the manifest: a verified shard is handed
+  // to the engine part by part, so wasm memory holds one part at a time, never a shard.
+  const partsOf = shards.map(() => []);
+  manifest.tensors.forEach((t, ti) => t.parts.forEach((p, k) => partsOf[p.shard].push([ti, k, p])));
+  const upload = async (i, bytes) => {
+    await verifyShard(shards[i], bytes);
+    for (const [t, k, p] of partsOf[i]) loading.addPart(t, k, bytes.subarray(p.offset, p.offset + p.length));
+  };
   const apply = async (i) => {
     const shard = shards[i];
     const url = base + shard.file;
     let f = await fetchFile(url, { cache, signal, net, expect: shard.size, onBytes: (n) => failed || step('download', n, shard.file) });
     if (failed) return;
     try {
-      loading.addShard(i, f.bytes);
+      await upload(i, f.bytes);
     } catch (e) {
       if (!f.cached) throw e;
       // A cached copy that no longer verifies: drop it and download once more.
       await cache.delete(url);
       f = await fetchFile(url, { cache: null, signal, net, expect: shard.size });
-      loading.addShard(i, f.bytes);
+      await upload(i, f.bytes);
     }
     if (f.cached) fromCache += shard.size;
     step('verify', shard.size, shard.file);

@@ -4,7 +4,7 @@
 //! prefills only what is new.
 
 use super::prompt::{ImageCache, Position, Prompt};
-use super::session::read_f32;
+use super::session::{read_f32, Finish};
 use super::{generate_after, GenerateOptions, Generation};
 use crate::error::Result;
 use crate::model::{KvCache, Mgm};
@@ -135,10 +135,16 @@ async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRe
     let cache = conv.cache.get_or_insert_with(|| model.gemma.new_cache(positions.len() + req.options.max_new_tokens.min(model.config.max_length)));
     cache.truncate(reuse);
     conv.held.truncate(reuse);
+    // The reply's text is exactly what was streamed: a token refused by `on_text` (an abort) is
+    // not in it, and what the stream held back at the end comes with the last token.
     let mut stream = TextStream::default();
+    let mut text = String::new();
     let mut failed = None;
     let generation = generate_after(&model.gemma, embeds, cache, &req.options, &mut |id| match stream.push(tok, id) {
-        Ok(text) => on_text(id, &text),
+        Ok(delta) => on_text(id, &delta) && {
+            text += &delta;
+            true
+        },
         Err(e) => {
             failed = Some(e);
             false
@@ -148,11 +154,16 @@ async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRe
     if let Some(e) = failed {
         return Err(e);
     }
+    if let (Some(&last), false) = (generation.ids.last(), generation.finish == Finish::Aborted) {
+        let rest = stream.finish(tok)?;
+        if !rest.is_empty() && on_text(last, &rest) {
+            text += &rest;
+        }
+    }
     // The cache now holds the prompt and the answer's tokens that were fed back.
     let fed = cache.len() - positions.len();
     conv.held = positions;
     conv.held.extend(generation.ids[..fed].iter().map(|&id| Position::Token(id)));
-    let text = tok.decode(&generation.ids, true)?;
     let image_prompt = if req.gen_prompt { image_prompt(&text) } else { None };
     Ok(ChatReply { prompt, generation, text, image_prompt, image_ms, attention })
 }

@@ -80,6 +80,11 @@ impl Tokenizer {
             .map_err(|e| MgmError::Format(format!("cannot decode ids: {e}")))
     }
 
+    /// Whether `id` is a byte-fallback token (`<0x0A>`): such tokens decode together, as UTF-8.
+    pub fn is_byte(&self, id: u32) -> bool {
+        self.inner.id_to_token(id).is_some_and(|t| t.len() == 6 && t.starts_with("<0x") && t.ends_with('>'))
+    }
+
     /// Ids that end generation: `<eos>`, and `<end_of_turn>` which the model writes just before it.
     pub fn stop_ids(&self) -> Vec<u32> {
         std::iter::once(self.eos).chain(self.end_of_turn).collect()

@@ -160,14 +160,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A bundle's tensors on the device, filled shard by shard as the bytes arrive (read from disk,
 /// or fetched by the browser, in any order). A shard is verified, its parts uploaded, and its
-/// bytes can go: host memory holds one shard at a time, whatever the model size.
+/// bytes can go: host memory holds one shard at a time, whatever the model size. The browser
+/// verifies a shard with WebCrypto and hands its parts over one at a time ([`Self::add_part`]),
+/// so wasm memory holds one part, not a shard.
 pub struct BundleStore {
     pub manifest: Manifest,
     device: Device,
     index: HashMap<String, usize>,
     /// Uploaded parts per tensor, taken by the model as it loads.
     parts: HashMap<String, Vec<([usize; 2], Uploaded)>>,
-    loaded: Vec<bool>,
+    /// (tensor, part) pairs uploaded so far.
+    done: std::collections::HashSet<(usize, usize)>,
 }
 
 impl BundleStore {
@@ -176,8 +179,7 @@ impl BundleStore {
         let config = manifest.mgm_config()?;
         let tokenizer = super::open_tokenizer(tokenizer, &config, &format!("bundle {}", manifest.tokenizer))?;
         let index = manifest.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        let loaded = vec![false; manifest.shards.len()];
-        Ok((BundleStore { manifest, device: device.clone(), index, parts: HashMap::new(), loaded }, tokenizer))
+        Ok((BundleStore { manifest, device: device.clone(), index, parts: HashMap::new(), done: Default::default() }, tokenizer))
     }
 
     /// Verifies shard `i` (size and sha256) and uploads every tensor part it holds.
@@ -189,24 +191,41 @@ impl BundleStore {
         if sha256_hex(bytes) != info.sha256 {
             bail!(Format, "shard {}: sha256 does not match the manifest (corrupted download?)", info.file);
         }
-        if std::mem::replace(&mut self.loaded[i], true) {
+        let held: Vec<(usize, usize, Range<usize>)> = self.parts_in(i).collect();
+        for (t, k, range) in held {
+            self.add_part(t, k, &bytes[range])?;
+        }
+        Ok(())
+    }
+
+    /// (tensor, part, byte range) of every part stored in shard `i`.
+    fn parts_in(&self, i: usize) -> impl Iterator<Item = (usize, usize, Range<usize>)> + '_ {
+        self.manifest.tensors.iter().enumerate().flat_map(move |(t, e)| {
+            e.parts.iter().enumerate().filter(move |(_, p)| p.shard == i).map(move |(k, p)| (t, k, p.offset as usize..(p.offset + p.length) as usize))
+        })
+    }
+
+    /// Uploads part `k` of tensor `t` (`manifest.tensors[t].parts[k]`) from its bytes, which the
+    /// caller took from a shard it verified. A part already in is skipped.
+    pub fn add_part(&mut self, t: usize, k: usize, bytes: &[u8]) -> Result<()> {
+        let Some(p) = self.manifest.tensors.get(t).and_then(|e| e.parts.get(k)) else { bail!(Input, "bundle: there is no part {k} of tensor {t}") };
+        if bytes.len() as u64 != p.length {
+            bail!(Input, "bundle: part {k} of {} is {} bytes, not {}", self.manifest.tensors[t].name, bytes.len(), p.length);
+        }
+        if !self.done.insert((t, k)) {
             return Ok(());
         }
-        for t in &self.manifest.tensors {
-            let cols: usize = t.shape.iter().skip(1).product();
-            for p in t.parts.iter().filter(|p| p.shard == i) {
-                let bytes = &bytes[p.offset as usize..(p.offset + p.length) as usize];
-                let rows = p.rows[1] - p.rows[0];
-                // Weight matrices stay in their stored format; vectors and convolution kernels
-                // (rows that are not whole blocks of 32) become f32.
-                let part = if t.shape.len() == 2 && cols % quant::BLOCK == 0 {
-                    Uploaded::Matrix(Matrix::from_stored(bytes, rows, cols, t.storage, &self.device))
-                } else {
-                    Uploaded::Tensor(Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, t.storage), [rows, cols]), &self.device))
-                };
-                self.parts.entry(t.name.clone()).or_default().push((p.rows, part));
-            }
-        }
+        let e = &self.manifest.tensors[t];
+        let cols: usize = e.shape.iter().skip(1).product();
+        let rows = p.rows[1] - p.rows[0];
+        // Weight matrices stay in their stored format; vectors and convolution kernels (rows
+        // that are not whole blocks of 32) become f32.
+        let part = if e.shape.len() == 2 && cols % quant::BLOCK == 0 {
+            Uploaded::Matrix(Matrix::from_stored(bytes, rows, cols, e.storage, &self.device))
+        } else {
+            Uploaded::Tensor(Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, e.storage), [rows, cols]), &self.device))
+        };
+        self.parts.entry(e.name.clone()).or_default().push((p.rows, part));
         Ok(())
     }
 
@@ -216,8 +235,10 @@ impl BundleStore {
 
     /// Checks that every shard is in, before the model takes the tensors.
     pub fn complete(&self) -> Result<()> {
-        if let Some(i) = self.loaded.iter().position(|l| !l) {
-            bail!(Missing, "bundle: shard {} was not loaded", self.manifest.shards[i].file);
+        for (t, e) in self.manifest.tensors.iter().enumerate() {
+            if let Some(p) = (0..e.parts.len()).find(|&k| !self.done.contains(&(t, k))).map(|k| &e.parts[k]) {
+                bail!(Missing, "bundle: shard {} was not loaded", self.manifest.shards[p.shard].file);
+            }
         }
         Ok(())
     }
