@@ -25,9 +25,11 @@ fn check(tok: &Tokenizer, which: &str) {
         assert_eq!(tok.decode(&ids, false).unwrap(), case["decoded"].as_str().unwrap(), "{which}: decode {text:?}");
         assert_eq!(tok.decode(&ids, true).unwrap(), case["decoded_skip_special"].as_str().unwrap(), "{which}: decode {text:?}");
 
-        // Streaming, one token at a time, adds up to the same text and never splits a character.
+        // Streaming, one token at a time, plus what it holds back at the end (a trailing
+        // byte-fallback run), adds up to the same text and never splits a character.
         let mut stream = TextStream::default();
-        let streamed: String = ids.iter().map(|&id| stream.push(tok, id).unwrap()).collect();
+        let mut streamed: String = ids.iter().map(|&id| stream.push(tok, id).unwrap()).collect();
+        streamed += &stream.finish(tok).unwrap();
         assert_eq!(streamed, case["decoded_skip_special"].as_str().unwrap(), "{which}: stream {text:?}");
     }
 }
