@@ -170,7 +170,7 @@ pub fn prompt(data: &[u8]) {
     let turns: Vec<(Role, &str)> = text.split('\u{1}').enumerate().map(|(i, t)| (if i % 2 == 0 { Role::User } else { Role::Model }, t)).collect();
     let images = data.len() % 3;
     let parts = template::render(Template::Gemma, &turns, images, data.len() % 2 == 1);
-    let markers = |name: &str| parts.iter().filter(|p| **p == Part::Marker(if name == "<start_of_turn>" { "<start_of_turn>" } else { "<end_of_turn>" })).count();
+    let markers = |name: &'static str| parts.iter().filter(|p| **p == Part::Marker(name)).count();
     let want = [markers("<start_of_turn>"), markers("<end_of_turn>")];
     let pieces = template::pieces(tok, parts.clone(), false).expect("literal text always tokenizes");
     let ids: Vec<u32> = pieces.iter().flat_map(|p| match p { Piece::Text(ids) => ids.clone(), Piece::Image => vec![] }).collect();

@@ -34,6 +34,16 @@ impl Preset {
     pub const Q8: Preset = Preset { text: Storage::Q8, vision: Storage::Q8 };
     pub const F16: Preset = Preset { text: Storage::F16, vision: Storage::F16 };
     pub const F32: Preset = Preset { text: Storage::F32, vision: Storage::F32 };
+
+    /// The preset whose text side is `text`.
+    fn of(text: Storage) -> Preset {
+        match text {
+            Storage::Q4 => Preset::Q4,
+            Storage::Q8 => Preset::Q8,
+            Storage::F16 => Preset::F16,
+            Storage::F32 => Preset::F32,
+        }
+    }
 }
 
 fn storage_name(s: Storage) -> &'static str {
@@ -58,12 +68,7 @@ fn parse_storage(s: &str, what: &str) -> Result<Storage> {
 impl std::str::FromStr for Preset {
     type Err = MgmError;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match parse_storage(s, "--quant")? {
-            Storage::Q4 => Preset::Q4,
-            Storage::Q8 => Preset::Q8,
-            Storage::F16 => Preset::F16,
-            Storage::F32 => Preset::F32,
-        })
+        Ok(Preset::of(parse_storage(s, "--quant")?))
     }
 }
 
@@ -75,8 +80,7 @@ pub fn vision_storage(s: &str) -> Result<Storage> {
 impl Preset {
     /// `q4`, or `q4+vision-f16` when the vision side is not the preset's own.
     pub fn name(self) -> String {
-        let base: Preset = storage_name(self.text).parse().expect("a storage name is a preset");
-        match base.vision == self.vision {
+        match Preset::of(self.text).vision == self.vision {
             true => storage_name(self.text).into(),
             false => format!("{}+vision-{}", storage_name(self.text), storage_name(self.vision)),
         }
