@@ -10,7 +10,7 @@ use mgm::generate::prompt::Prompt;
 use mgm::preprocess::Image;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
-use mgm::model::mining::windows;
+use mgm::model::mining::{windows, PatchMining};
 use mgm::text::template::{image_prompt, Role, Template};
 use mgm::load::dir as load_dir;
 use serde_json::Value;
@@ -41,14 +41,14 @@ fn vision_path_matches_the_reference_stage_by_stage() {
             for (s, stage) in vision.convnext.stages(channels_last).into_iter().enumerate() {
                 assert_close(&format!("{dev} image{i} convnext stage {s}"), &read(stage.permute([2, 0, 1])), &r.f32(&key(&format!("stage{s}"))), TOL);
             }
-            let f = vision.encode(hr.clone(), false, true);
+            let f = vision.encode(hr.clone(), true);
             assert_close(&format!("{dev} image{i} clip"), &read(f.clip.clone()), &r.f32(&key("clip_features")), TOL);
             assert_close(&format!("{dev} image{i} HR map"), &read(f.aux.clone().unwrap()), &r.f32(&key("aux_features")), TOL);
             assert_close(&format!("{dev} image{i} mining attention"), &read(f.attention.clone()), &r.f32(&key("mining_attention")), TOL);
             assert_close(&format!("{dev} image{i} image embeds"), &read(f.embeds.clone()), &r.f32(&key("image_embeds")), TOL);
 
             // The fast mining form equals the direct one (spec §2.2).
-            let direct = vision.encode(hr, true, false);
+            let direct = vision.encode_mining_with(hr, false, PatchMining::forward_direct);
             assert_close(&format!("{dev} image{i} fast vs direct mining"), &read(f.embeds), &read(direct.embeds), 1e-5);
             assert_close(&format!("{dev} image{i} fast vs direct attention"), &read(f.attention), &read(direct.attention), 1e-5);
         }

@@ -148,3 +148,17 @@ fn depthwise_convolution_matches_burn() {
         assert_close(&format!("{dev} depthwise 7x7 [{h}x{w}x{c}]"), &got, &want, 1e-4);
     }
 }
+
+#[test]
+fn bilinear_resize_matches_burn() {
+    let Some((dev, gpu)) = gpu() else { return };
+    let cpu = Device::flex();
+    // Down by a non-integer factor (the LR view, 768 -> 336), up by integer ones (ConvNeXt's
+    // stages), odd channel counts (scalar loads) and a single row.
+    for ((h, w, c), size) in [((16, 16, 8), [7, 7]), ((3, 5, 12), [12, 20]), ((4, 4, 3), [8, 16]), ((1, 6, 4), [2, 9])] {
+        let x = random(h * w * c, 4);
+        let got = read(ops::resize_bilinear(tensor(x.clone(), [h, w, c], &gpu), size));
+        let want = read(ops::resize_bilinear(tensor(x, [h, w, c], &cpu), size));
+        assert_close(&format!("{dev} bilinear [{h}x{w}x{c}] -> {size:?}"), &got, &want, 1e-5);
+    }
+}

@@ -19,7 +19,9 @@ async function run() {
   const content = [{ type: 'text', text: 'Describe the image in detail.' }];
   if (image !== 'none') content.unshift({ type: 'image', image });
   const passes = Number(params.get('passes') ?? 2);
-  console.log(`bench: loaded in ${(engine.info.load_ms / 1e3).toFixed(1)} s, wasm memory ${(engine.info.wasm_memory_bytes / 2 ** 20).toFixed(1)} MiB (${(engine.info.wasm_memory_before_shards_bytes / 2 ** 20).toFixed(1)} MiB before the first shard)`);
+  const i = engine.info;
+  const [s, mib] = [(ms) => (ms / 1e3).toFixed(1), (b) => (b / 2 ** 20).toFixed(1)];
+  console.log(`bench: loaded in ${s(i.load_ms)} s: shards ${s(i.shards_ms)} s (sha256 ${s(i.verify_ms)} s, hand-over ${s(i.upload_ms)} s, summed), compile ${s(i.compile_ms)} s; wasm memory ${mib(i.wasm_memory_before_shards_bytes)} MiB before the first shard, ${mib(i.wasm_memory_after_shards_bytes)} MiB after the last, ${mib(i.wasm_memory_bytes)} MiB after compile`);
   let result;
   const ttft = [];
   const messages = [{ role: 'user', content }];
@@ -41,7 +43,8 @@ async function run() {
   const u = result?.usage ?? {};
   const row = {
     bundle: url, preset: engine.info.preset, bytes: engine.info.bytes, adapter: support.adapter,
-    load_s: engine.info.load_ms / 1e3, wasm_memory_mib: Math.max(engine.info.wasm_memory_bytes, result?.wasm_memory_bytes ?? 0) / 2 ** 20,
+    load_s: engine.info.load_ms / 1e3, shards_s: engine.info.shards_ms / 1e3, compile_s: engine.info.compile_ms / 1e3,
+    shards_memory_mib: engine.info.wasm_memory_after_shards_bytes / 2 ** 20, wasm_memory_mib: Math.max(engine.info.wasm_memory_bytes, result?.wasm_memory_bytes ?? 0) / 2 ** 20,
     image_encode_ms: u.image_encode_ms, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
     prefill_tokens_per_s: u.prefill_tokens_per_s, decode_tokens_per_s: u.decode_tokens_per_s,
     first_ttft_ms: ttft[0], last_ttft_ms: ttft.at(-1), follow_ttft_ms: follow?.time_to_first_token_ms, follow_cached: follow?.cached_tokens,

@@ -228,9 +228,15 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
   // to the engine part by part, so wasm memory holds one part at a time, never a shard.
   const partsOf = shards.map(() => []);
   manifest.tensors.forEach((t, ti) => t.parts.forEach((p, k) => partsOf[p.shard].push([ti, k, p])));
+  // Where the time goes (summed over shards; downloads overlap them): WebCrypto, then wasm + GPU.
+  const spent = { verify_ms: 0, upload_ms: 0 };
   const upload = async (i, bytes) => {
+    const t1 = performance.now();
     await verifyShard(shards[i], bytes);
+    const t2 = performance.now();
     for (const [t, k, p] of partsOf[i]) loading.addPart(t, k, bytes.subarray(p.offset, p.offset + p.length));
+    spent.verify_ms += t2 - t1;
+    spent.upload_ms += performance.now() - t2;
   };
   const apply = async (i) => {
     const shard = shards[i];
@@ -267,6 +273,8 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
     await Promise.all(Array.from({ length: PARALLEL_DOWNLOADS }, lane));
     if (failed) throw failed;
     checkAbort(signal);
+    const shardsMs = performance.now() - t0;
+    const shardsMemory = wasmMemoryBytes();
     emit({ phase: 'compile', loaded: 0, total: 1 });
     engine = loading.finish();
     await engine.warmup();
@@ -285,8 +293,12 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
       cached: !!cache && !cache.error,
       cache_error: cache ? cache.error : useCache ? 'the Cache API is not available here' : null,
       load_ms: performance.now() - t0,
+      shards_ms: shardsMs,
+      ...spent,
+      compile_ms: performance.now() - t0 - shardsMs,
       wasm_memory_bytes: wasmMemoryBytes(),
       wasm_memory_before_shards_bytes: openMemory,
+      wasm_memory_after_shards_bytes: shardsMemory,
     };
     return new EngineCore(engine, info);
   } catch (e) {

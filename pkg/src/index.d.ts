@@ -54,11 +54,20 @@ export interface EngineInfo {
   cached: boolean;
   /** Why it is not, when caching was asked for: no Cache API, or a write failed (QuotaExceededError). */
   cache_error: string | null;
+  /** The whole load: shards_ms (manifest to the last shard on the GPU), then compile_ms. */
   load_ms: number;
+  shards_ms: number;
+  /** Summed over shards (they overlap downloads): sha256 by WebCrypto; hand-over to wasm + GPU upload. */
+  verify_ms: number;
+  upload_ms: number;
+  /** The `compile` phase: one small request down the whole path, so questions compile no shader. */
+  compile_ms: number;
   /** wasm linear memory after loading (it never shrinks: the peak). */
   wasm_memory_bytes: number;
   /** wasm linear memory once the manifest and tokenizer were read, before any shard. */
   wasm_memory_before_shards_bytes: number;
+  /** wasm linear memory once every shard is on the GPU: its peak while the bundle streams. */
+  wasm_memory_after_shards_bytes: number;
 }
 
 /** Encoded image bytes (decoded like the native CLI), a URL or data URL, or browser pixels. */

@@ -41,14 +41,14 @@ await server.close();
 
 const adapter = rows[0]?.r.adapter;
 console.log(`browser: headless Chromium, WebGPU adapter ${adapter?.vendor} ${adapter?.architecture}${adapter?.fallback ? ' (software)' : ''}, pass ${passes} of ${passes}; native baseline: mgm generate --backend ${nativeBackend}; ${noImage ? 'text only' : 'one image'}, ${tokens} new tokens`);
-console.log('| bundle | preset | MiB | run | load s | wasm memory MiB | image encode ms | prompt tokens | prefill tok/s | vs native | decode tok/s | vs native | first token, 1st question ms | 2nd question ms | follow-up ms |');
-console.log('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| bundle | preset | MiB | run | load s | shards s (vs native load) | compile s | wasm MiB, shards in | wasm MiB, peak | image encode ms | prompt tokens | prefill tok/s | vs native | decode tok/s | vs native | first token, 1st question ms | 2nd question ms | follow-up ms |');
+console.log('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 const f = (v, d = 2) => (v == null || Number.isNaN(v) ? '' : v.toFixed(d));
 const ratio = (a, b) => (a == null ? '' : `${f(a / b)}x`);
 for (const { dir, r, native: n } of rows) {
   const t = n.usage;
   const name = path.basename(dir);
-  console.log(`| ${name} | ${r.preset} | ${f(r.bytes / 2 ** 20, 1)} | native ${nativeBackend} | ${f(t.load_ms / 1e3)} | | ${f(t.image_encode_ms, 0)} | ${Math.round((t.prefill_tokens_per_s * t.prefill_ms) / 1e3)} | ${f(t.prefill_tokens_per_s)} | 1.00x | ${f(t.decode_tokens_per_s)} | 1.00x | ${f(t.image_encode_ms + t.prefill_ms, 0)} | | |`);
+  console.log(`| ${name} | ${r.preset} | ${f(r.bytes / 2 ** 20, 1)} | native ${nativeBackend} | ${f(t.load_ms / 1e3)} | | | | | ${f(t.image_encode_ms, 0)} | ${Math.round((t.prefill_tokens_per_s * t.prefill_ms) / 1e3)} | ${f(t.prefill_tokens_per_s)} | 1.00x | ${f(t.decode_tokens_per_s)} | 1.00x | ${f(t.image_encode_ms + t.prefill_ms, 0)} | | |`);
   const follow = r.follow_ttft_ms == null ? '' : `${f(r.follow_ttft_ms, 0)} (${ratio(r.follow_ttft_ms, r.last_ttft_ms)}, ${r.follow_cached} cached)`;
-  console.log(`| ${name} | ${r.preset} | ${f(r.bytes / 2 ** 20, 1)} | browser | ${f(r.load_s)} (${ratio(r.load_s, t.load_ms / 1e3)}) | ${f(r.wasm_memory_mib, 1)} | ${f(r.image_encode_ms, 0)} | ${r.prompt_tokens ?? ''} | ${f(r.prefill_tokens_per_s)} | ${ratio(r.prefill_tokens_per_s, t.prefill_tokens_per_s)} | ${f(r.decode_tokens_per_s)} | ${ratio(r.decode_tokens_per_s, t.decode_tokens_per_s)} | ${f(r.first_ttft_ms, 0)} | ${passes > 1 ? f(r.last_ttft_ms, 0) : ''} | ${follow} |`);
+  console.log(`| ${name} | ${r.preset} | ${f(r.bytes / 2 ** 20, 1)} | browser | ${f(r.load_s)} | ${f(r.shards_s)} (${ratio(r.shards_s, t.load_ms / 1e3)}) | ${f(r.compile_s)} | ${f(r.shards_memory_mib, 1)} | ${f(r.wasm_memory_mib, 1)} | ${f(r.image_encode_ms, 0)} | ${r.prompt_tokens ?? ''} | ${f(r.prefill_tokens_per_s)} | ${ratio(r.prefill_tokens_per_s, t.prefill_tokens_per_s)} | ${f(r.decode_tokens_per_s)} | ${ratio(r.decode_tokens_per_s, t.decode_tokens_per_s)} | ${f(r.first_ttft_ms, 0)} | ${passes > 1 ? f(r.last_ttft_ms, 0) : ''} | ${follow} |`);
 }

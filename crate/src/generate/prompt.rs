@@ -87,7 +87,7 @@ impl Prompt {
                 let rgb = image.rgb().map_err(|e| MgmError::Input(format!("image {}: {}", k + 1, e.message())))?;
                 let pixels = preprocess(&rgb, size);
                 let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
-                let f = v.encode(hr, false, keep_aux);
+                let f = v.encode(hr, keep_aux);
                 cache.insert(*hash, f.clone());
                 fresh = true;
                 encoded.push(f);

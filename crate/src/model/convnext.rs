@@ -4,8 +4,6 @@
 
 use std::ops::Range;
 
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
 
 use super::layers::{LayerNorm, Linear, PatchConv};
@@ -127,9 +125,7 @@ pub fn hr_rows(stages: &[Tensor<3>], rows: Range<usize>) -> Tensor<3> {
         let src = |y: usize| ((y as f64 + 0.5) / f as f64 - 0.5).floor().max(0.0) as usize;
         let a = src(rows.start).saturating_sub(1);
         let b = (src(rows.end - 1) + 3).min(h);
-        let up = InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size([(b - a) * f, w0]);
-        let band = s.clone().slice_dim(0, a..b).permute([2, 0, 1]).unsqueeze::<4>();
-        let band = interpolate(band, up).squeeze_dim::<3>(0).permute([1, 2, 0]);
+        let band = ops::resize_bilinear(s.clone().slice_dim(0, a..b), [(b - a) * f, w0]);
         maps.push(band.slice_dim(0, rows.start - a * f..rows.end - a * f));
     }
     Tensor::cat(maps, 2)

@@ -1,16 +1,14 @@
 //! MGM: the two vision towers, patch info mining and the projector in front of Gemma (spec §2).
 
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
 
 use super::clip::ClipVision;
 use super::convnext::{hr_rows, ConvNext};
 use super::gemma::Gemma;
 use super::layers::Linear;
-use super::mining::{windows, PatchMining};
+use super::mining::{windows, Mined, PatchMining};
 use crate::config::{MgmConfig, VisionConfig};
-use crate::ops::Act;
+use crate::ops::{self, Act};
 use crate::error::Result;
 use crate::weights::{Loader, BLOCK_BYTES};
 
@@ -57,17 +55,19 @@ impl Vision {
     }
 
     /// One preprocessed image `[1, 3, s_aux, s_aux]` (normalised) through both towers, mining and
-    /// the projector. `direct` uses the reference form of mining; `keep_aux` returns X_H too.
-    pub fn encode(&self, hr: Tensor<4>, direct: bool, keep_aux: bool) -> ImageFeatures {
+    /// the projector. `keep_aux` returns X_H too.
+    pub fn encode(&self, hr: Tensor<4>, keep_aux: bool) -> ImageFeatures {
+        self.encode_mining_with(hr, keep_aux, PatchMining::forward)
+    }
+
+    /// `encode` with another form of mining (`PatchMining::forward_direct`, the reference).
+    pub fn encode_mining_with(&self, hr: Tensor<4>, keep_aux: bool, mine: fn(&PatchMining, Tensor<2>, Tensor<3>) -> Mined) -> ImageFeatures {
         let c = &self.config.clip;
         // The LR input is the normalised HR tensor resized bilinearly (no antialias), not a
         // fresh 336 px preprocess: that is how MGM was trained (spec §3 step 4).
-        let lr_opts = InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size([c.image_size, c.image_size]);
-        let channels_last = |t: Tensor<4>| t.squeeze_dim::<3>(0).permute([1, 2, 0]);
-        let clip = self.clip.forward(channels_last(interpolate(hr.clone(), lr_opts))); // [N, C_v]
-        let stages = self.convnext.stages(channels_last(hr));
+        let hr = hr.squeeze_dim::<3>(0).permute([1, 2, 0]); // channels last
+        let clip = self.clip.forward(ops::resize_bilinear(hr.clone(), [c.image_size, c.image_size])); // [N, C_v]
+        let stages = self.convnext.stages(hr);
         let ([h, w, _], c_a) = (stages[0].dims(), self.config.mm_hidden_size_aux);
         let (grid, window) = (c.grid(), h / c.grid());
         // Mine a band of window rows at a time so no tensor outgrows a WebGPU binding.
@@ -81,7 +81,7 @@ impl Vision {
             }
             let lr_band = clip.clone().slice_dim(0, r0 * grid..r1 * grid);
             let win = windows(x_h, window);
-            let mined = if direct { self.mining.forward_direct(lr_band, win) } else { self.mining.forward(lr_band, win) };
+            let mined = mine(&self.mining, lr_band, win);
             tokens.push(mined.tokens);
             attention.push(mined.attention);
         }

@@ -5,7 +5,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
 
 use super::layers::{LayerNorm, Linear};
-use crate::ops;
+use crate::ops::{self, Matrix};
 use crate::error::Result;
 use crate::weights::Loader;
 
@@ -34,6 +34,8 @@ pub struct PatchMining {
     query: Projector,
     key: Projector,
     value: Projector,
+    /// (W_k ⊙ γ_k)ᵀ `[C_a, C_v]` in f32: the key side as the fast form reads it (`forward`).
+    key_folded: Matrix,
 }
 
 /// The mined tokens and where each one looked.
@@ -47,10 +49,13 @@ pub struct Mined {
 impl PatchMining {
     /// `c_v`: CLIP width (queries and output); `c_a`: channels of the HR map.
     pub fn load(w: &mut Loader, c_v: usize, c_a: usize) -> Result<Self> {
+        let key = Projector::load(w, "model.vlm_uni_aux_projector", c_a, c_v)?;
+        let key_folded = Matrix::from_f32((key.linear.weight.to_f32() * key.norm.weight.clone().unsqueeze::<2>()).transpose());
         Ok(PatchMining {
             query: Projector::load(w, "model.vlm_uni_query_projector", c_v, c_v)?,
-            key: Projector::load(w, "model.vlm_uni_aux_projector", c_a, c_v)?,
+            key,
             value: Projector::load(w, "model.vlm_uni_val_projector", c_a, c_v)?,
+            key_folded,
         })
     }
 
@@ -63,7 +68,7 @@ impl PatchMining {
     pub fn forward(&self, lr: Tensor<2>, windows: Tensor<3>) -> Mined {
         let c_v = lr.dims()[1];
         let q = self.query.forward(lr.clone());
-        let u = q.matmul(self.key.linear.weight.to_f32()) * self.key.norm.weight.clone().unsqueeze::<2>(); // [n, c_a]
+        let u = ops::linear(q, &self.key_folded, None); // q W_k ⊙ γ_k: [n, c_a]
         let (mean, attention) = ops::window_attention(windows, u, 1.0 / (c_v as f64).sqrt(), EPS);
         let v = &self.value;
         let r = v.linear.forward(mean * v.norm.weight.clone().unsqueeze::<2>() + v.norm.bias.clone().unsqueeze::<2>());

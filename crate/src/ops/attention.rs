@@ -93,7 +93,7 @@ pub fn causal_self_attention(qkv: Tensor<2>, h: Heads, rope: &Rope, cache: &mut 
     let n = qkv.dims()[0];
     let start = cache.len;
     assert!(start + n <= cache.capacity, "KV cache: {} + {n} positions exceed its capacity {}", start, cache.capacity);
-    if kernels::cube_device(&qkv.device()).is_none() {
+    if !super::uses_kernels(&qkv.device()) {
         return reference::causal_self_attention(qkv, h, rope, cache, layer);
     }
     let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
@@ -111,7 +111,7 @@ pub fn causal_self_attention(qkv: Tensor<2>, h: Heads, rope: &Rope, cache: &mut 
 pub fn attention(qkv: Tensor<2>, heads: usize) -> Tensor<2> {
     let [n, width] = qkv.dims();
     let dim = width / (3 * heads);
-    if kernels::cube_device(&qkv.device()).is_none() {
+    if !super::uses_kernels(&qkv.device()) {
         return reference::attention(qkv, heads);
     }
     let row = 3 * heads * dim;
@@ -128,7 +128,7 @@ pub fn attention(qkv: Tensor<2>, heads: usize) -> Tensor<2> {
 /// LayerNorm-normalised (no affine), with the key projection folded into `u`: p = softmax(scale ·
 /// LN(x_ti) · u_t) over `windows` `[n, m, c]`. Returns (Σ_i p_i LN(x_ti) `[n, c]`, p `[n, m]`).
 pub fn window_attention(windows: Tensor<3>, u: Tensor<2>, scale: f64, eps: f64) -> (Tensor<2>, Tensor<2>) {
-    if kernels::cube_device(&windows.device()).is_some() {
+    if super::uses_kernels(&windows.device()) {
         return kernels::window::launch(windows, u, scale, eps);
     }
     reference::window_attention(windows, u, scale, eps)

@@ -6,7 +6,7 @@ use super::kernels;
 
 /// `x` `[h, w, c]`, `weight` `[k, k, c]`, `bias` `[c]`: stride 1, zero padding k / 2.
 pub fn depthwise_conv(x: Tensor<3>, weight: &Tensor<3>, bias: &Tensor<1>) -> Tensor<3> {
-    if kernels::cube_device(&x.device()).is_some() {
+    if super::uses_kernels(&x.device()) {
         return kernels::conv::launch(x, weight, bias);
     }
     reference::depthwise_conv(x, weight, bias)

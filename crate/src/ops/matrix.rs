@@ -34,22 +34,41 @@ pub struct Matrix {
 enum Parts {
     /// wgpu: the stored words.
     Packed(Vec<Packed>),
-    /// flex: f32 or Burn quantized tensors.
-    Burn(Vec<Tensor<2>>),
+    /// flex (or wgpu under `kernels::BURN_ONLY`): f32 or Burn quantized tensors.
+    Burn(Vec<Tensor<2>>, BurnOps),
+}
+
+/// Present where Burn's own ops may hold weights: natively. In wasm (wgpu only, always on our
+/// kernels) the type is empty, so no `Parts::Burn` can exist there, the compiler drops every arm
+/// that handles one, and the linker drops the Burn matmul those arms call.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Clone, Copy)]
+struct BurnOps;
+#[cfg(target_arch = "wasm32")]
+#[derive(Clone, Copy)]
+enum BurnOps {}
+
+fn burn_ops() -> BurnOps {
+    #[cfg(not(target_arch = "wasm32"))]
+    return BurnOps;
+    #[cfg(target_arch = "wasm32")]
+    unreachable!("wasm runs every weight on the kernels")
 }
 
 /// The most a joined part may hold: WebGPU's minimum maxStorageBufferBindingSize (128 MiB).
 const MAX_PART_BYTES: usize = 128 << 20;
 
+// In wasm the `Parts::Burn` arms are dead (see `BurnOps`), and the compiler says so.
+#[cfg_attr(target_arch = "wasm32", allow(unreachable_code, irrefutable_let_patterns))]
 impl Matrix {
     /// From a bundle's stored bytes for `rows x cols` values (docs/bundle-format.md).
     pub fn from_stored(bytes: &[u8], rows: usize, cols: usize, storage: Storage, device: &Device) -> Matrix {
-        let parts = if kernels::cube_device(device).is_some() {
+        let parts = if super::uses_kernels(device) {
             Parts::Packed(vec![packed(bytes, rows, cols, storage, device)])
         } else if storage.is_quantized() {
-            Parts::Burn(vec![reference::burn_quantized(bytes, [rows, cols], storage, device)])
+            Parts::Burn(vec![reference::burn_quantized(bytes, [rows, cols], storage, device)], burn_ops())
         } else {
-            Parts::Burn(vec![Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, storage), [rows, cols]), device)])
+            Parts::Burn(vec![Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, storage), [rows, cols]), device)], burn_ops())
         };
         Matrix { rows, cols, parts }
     }
@@ -57,10 +76,10 @@ impl Matrix {
     /// From f32 values on the device.
     pub fn from_f32(t: Tensor<2>) -> Matrix {
         let [rows, cols] = t.dims();
-        let parts = if kernels::cube_device(&t.device()).is_some() {
+        let parts = if super::uses_kernels(&t.device()) {
             Parts::Packed(vec![Packed::from_f32(pad_cols(t, cols.next_multiple_of(32)))])
         } else {
-            Parts::Burn(vec![t])
+            Parts::Burn(vec![t], burn_ops())
         };
         Matrix { rows, cols, parts }
     }
@@ -80,7 +99,7 @@ impl Matrix {
                 }
                 Parts::Packed(joined)
             }
-            Parts::Burn(_) => Parts::Burn(matrices.into_iter().flat_map(|m| if let Parts::Burn(b) = m.parts { b } else { unreachable!("mixed devices") }).collect()),
+            &Parts::Burn(_, ops) => Parts::Burn(matrices.into_iter().flat_map(|m| if let Parts::Burn(b, _) = m.parts { b } else { unreachable!("mixed devices") }).collect(), ops),
         };
         Matrix { rows, cols, parts }
     }
@@ -90,7 +109,7 @@ impl Matrix {
     pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Matrix {
         let parts = match &self.parts {
             Parts::Packed(p) if p.len() == 1 => Parts::Packed(vec![p[0].slice_rows(rows.clone())]),
-            Parts::Burn(b) if b.len() == 1 => Parts::Burn(vec![b[0].clone().slice_dim(0, rows.clone())]),
+            Parts::Burn(b, ops) if b.len() == 1 => Parts::Burn(vec![b[0].clone().slice_dim(0, rows.clone())], *ops),
             _ => panic!("slicing a stacked matrix"),
         };
         Matrix { rows: rows.len(), cols: self.cols, parts }
@@ -101,7 +120,7 @@ impl Matrix {
     pub fn to_f32(&self) -> Tensor<2> {
         let parts: Vec<Tensor<2>> = match &self.parts {
             Parts::Packed(p) => p.iter().map(|p| kernels::gather::all_rows(p).slice_dim(1, 0..self.cols)).collect(),
-            Parts::Burn(b) => b.iter().map(|b| if matches!(b.dtype(), DType::QFloat(_)) { b.clone().dequantize() } else { b.clone() }).collect(),
+            Parts::Burn(b, _) => b.iter().map(|b| if matches!(b.dtype(), DType::QFloat(_)) { b.clone().dequantize() } else { b.clone() }).collect(),
         };
         Tensor::cat(parts, 0)
     }
@@ -109,7 +128,7 @@ impl Matrix {
     /// Rows `ids` as f32, times `scale`: `[ids.len(), cols]` (the embedding lookup).
     pub fn rows_f32(&self, ids: &[u32], scale: f32) -> Tensor<2> {
         let Parts::Packed(parts) = &self.parts else {
-            let Parts::Burn(b) = &self.parts else { unreachable!() };
+            let Parts::Burn(b, _) = &self.parts else { unreachable!() };
             return reference::rows(b, ids) * scale;
         };
         // Each part serves its own ids; one select restores the request order.
@@ -140,7 +159,7 @@ impl Matrix {
     pub fn bytes(&self) -> u64 {
         match &self.parts {
             Parts::Packed(p) => p.iter().map(|p| p.bytes() as u64).sum(),
-            Parts::Burn(blocks) => blocks
+            Parts::Burn(blocks, _) => blocks
                 .iter()
                 .map(|b| {
                     let n = b.shape().num_elements() as u64;
@@ -158,14 +177,14 @@ impl Matrix {
     pub fn is_quantized(&self) -> bool {
         match &self.parts {
             Parts::Packed(p) => p.iter().all(|p| matches!(p.format, Format::Q4 | Format::Q8)),
-            Parts::Burn(blocks) => blocks.iter().all(|b| matches!(b.dtype(), DType::QFloat(_))),
+            Parts::Burn(blocks, _) => blocks.iter().all(|b| matches!(b.dtype(), DType::QFloat(_))),
         }
     }
 
     pub fn device(&self) -> Device {
         match &self.parts {
             Parts::Packed(p) => p[0].values.device(),
-            Parts::Burn(b) => b[0].device(),
+            Parts::Burn(b, _) => b[0].device(),
         }
     }
 }
@@ -257,7 +276,7 @@ fn product(x: Tensor<2>, w: &Matrix, after: After) -> Tensor<2> {
             let parts: Vec<&Packed> = p.iter().collect();
             reference::epilogue(kernels::matmul::launch_blocks(pad_cols(x, p[0].k), &parts), after)
         }
-        Parts::Burn(blocks) => reference::product(x, blocks, after),
+        Parts::Burn(blocks, _) => reference::product(x, blocks, after),
     }
 }
 

@@ -8,11 +8,13 @@ mod conv;
 pub mod kernels;
 mod matrix;
 mod norm;
+mod resize;
 
 pub use attention::{attention, causal_self_attention, window_attention, Heads, KvCache, Rope};
 pub use conv::depthwise_conv;
 pub use matrix::{glu, linear, linear_act, linear_add, linear_scale_add, Act, After, Matrix};
 pub use norm::{layer_norm, rms_norm};
+pub use resize::resize_bilinear;
 
 /// Plain-Burn versions of every op, for any device: what flex runs, and what the kernels are
 /// compared with on wgpu itself.
@@ -21,9 +23,12 @@ pub mod reference {
     pub use super::conv::reference::depthwise_conv;
     pub use super::matrix::reference::{burn_quantized, epilogue, product};
     pub use super::norm::reference::{layer_norm, rms_norm};
+    pub use super::resize::reference::resize_bilinear;
 }
 
-/// Whether `device` runs our kernels (wgpu) rather than plain Burn ops (flex).
+/// Whether `device` runs our kernels (wgpu) rather than plain Burn ops (flex). In wasm every
+/// device is wgpu: known at compile time there, so the reference paths and the Burn kernels only
+/// they call (Burn's matmul and convolution) are left out of the module.
 pub fn uses_kernels(device: &burn::tensor::Device) -> bool {
-    kernels::cube_device(device).is_some()
+    cfg!(target_arch = "wasm32") || kernels::cube_device(device).is_some()
 }

@@ -6,7 +6,7 @@ use super::kernels;
 
 /// x / sqrt(mean(x²) + eps) * scale. (Gemma's scale is 1 + w; the caller adds the 1.)
 pub fn rms_norm(x: Tensor<2>, scale: &Tensor<1>, eps: f64) -> Tensor<2> {
-    if kernels::cube_device(&x.device()).is_some() {
+    if super::uses_kernels(&x.device()) {
         return kernels::norm::launch(x, scale, None, eps);
     }
     reference::rms_norm(x, scale, eps)
@@ -14,7 +14,7 @@ pub fn rms_norm(x: Tensor<2>, scale: &Tensor<1>, eps: f64) -> Tensor<2> {
 
 /// (x - mean) / sqrt(var + eps) * w + b.
 pub fn layer_norm(x: Tensor<2>, w: &Tensor<1>, b: &Tensor<1>, eps: f64) -> Tensor<2> {
-    if kernels::cube_device(&x.device()).is_some() {
+    if super::uses_kernels(&x.device()) {
         return kernels::norm::launch(x, w, Some(b), eps);
     }
     reference::layer_norm(x, w, b, eps)

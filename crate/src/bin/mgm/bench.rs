@@ -234,7 +234,7 @@ fn run_vision_accuracy(a: &Args) -> Result<()> {
         let mut src = Quantized { inner, preset };
         let vision = mgm::model::mgm::Vision::load(&mut Loader { source: &mut src, device: device.clone() }, &v, config.gemma.hidden_size)?;
         let hr = Tensor::<1>::from_data(TensorData::new(pixels.clone(), [3 * size * size]), &device).reshape([1, 3, size, size]);
-        let f = vision.encode(hr.clone(), false, false);
+        let f = vision.encode(hr.clone(), false);
         // The HR map is the four ConvNeXt stages upsampled and stacked (424 MB at full size, more
         // than lavapipe allocates at once): its error is theirs.
         let convnext = vision.convnext.stages(hr.squeeze_dim::<3>(0).permute([1, 2, 0]));
@@ -405,8 +405,8 @@ fn run_mgm(a: &Args) -> Result<()> {
             let pixels = mgm::preprocess::preprocess(&mgm::preprocess::decode(&bytes)?, size);
             let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
             // Once to compile, then timed.
-            pollster::block_on(read_f32(vision.encode(hr.clone(), false, false).embeds.slice([0..1, 0..1])))?;
-            let f = profile("image encode (both towers, mining, projector)", || pollster::block_on(read_f32(vision.encode(hr, false, false).embeds.slice([0..1, 0..1]))))?;
+            pollster::block_on(read_f32(vision.encode(hr.clone(), false).embeds.slice([0..1, 0..1])))?;
+            let f = profile("image encode (both towers, mining, projector)", || pollster::block_on(read_f32(vision.encode(hr, false).embeds.slice([0..1, 0..1]))))?;
             std::hint::black_box(f);
             let g = &model.gemma;
             let mut cache = g.new_cache(80);
@@ -443,7 +443,7 @@ fn run_mgm(a: &Args) -> Result<()> {
             // The whole encode, timed on its own (towers, HR map, mining, projector). Mining alone
             // is too small to time as a difference of these: `--profile` shows it per kernel.
             let t = now_ms();
-            let f = vision.encode(hr, false, false);
+            let f = vision.encode(hr, false);
             pollster::block_on(sync(f.embeds.clone()))?;
             let encode_ms = now_ms() - t;
             let prompt: Vec<u32> = (0..32).map(|i| 2 + i * 97).collect();

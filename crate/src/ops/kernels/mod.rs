@@ -8,6 +8,7 @@ pub mod format;
 pub mod gather;
 pub mod matmul;
 pub mod norm;
+pub mod resize;
 pub mod window;
 
 use burn::backend::wgpu::CubeTensor;
