@@ -169,9 +169,9 @@ async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRe
 }
 
 /// One small request down the whole path (a blank image when the model has a vision half, a
-/// question of about 64 tokens, two new tokens), so every kernel a real question needs is
-/// compiled, and buffers of a typical question's sizes are in the allocator's pool, before the
-/// first one.
+/// question of about 64 tokens, two new tokens) on the model cut to one layer of each kind, so
+/// every kernel a real question needs is compiled, and buffers of a typical question's sizes are
+/// in the allocator's pool, before the first one.
 pub async fn warm_up(model: &Mgm, tok: &Tokenizer) -> Result<()> {
     let images = if model.vision.is_some() { vec![Image::Rgba { width: 1, height: 1, data: vec![128, 128, 128, 255] }] } else { vec![] };
     let req = ChatRequest {
@@ -184,5 +184,5 @@ pub async fn warm_up(model: &Mgm, tok: &Tokenizer) -> Result<()> {
         attention: false,
         keep_aux: false,
     };
-    chat(&mut Conversation::default(), model, tok, &req, &mut |_, _| true).await.map(|_| ())
+    chat(&mut Conversation::default(), &model.one_layer_each(), tok, &req, &mut |_, _| true).await.map(|_| ())
 }

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::ops::{self, Act};
 use crate::weights::Loader;
 
+#[derive(Clone)]
 struct EncoderLayer {
     layer_norm1: LayerNorm,
     /// q, k and v projections as one.
@@ -44,6 +45,7 @@ impl EncoderLayer {
     }
 }
 
+#[derive(Clone)]
 pub struct ClipVision {
     patch_embedding: PatchConv,
     class_embedding: Tensor<1>,
@@ -84,5 +86,12 @@ impl ClipVision {
             x = layer.forward(x);
         }
         x.slice_dim(0, 1..g * g + 1)
+    }
+
+    /// The same tower with only its first `n` layers (see `Mgm::one_layer_each`).
+    pub fn first_layers(&self, n: usize) -> Self {
+        let mut t = self.clone();
+        t.layers.truncate(n);
+        t
     }
 }

@@ -20,6 +20,7 @@ fn norm_2d(norm: &LayerNorm, x: Tensor<3>) -> Tensor<3> {
     norm.forward(x.reshape([h * w, c])).reshape([h, w, c])
 }
 
+#[derive(Clone)]
 struct Block {
     /// Depthwise 7x7, stored `[7, 7, dim]`.
     dw_weight: Tensor<3>,
@@ -53,12 +54,14 @@ impl Block {
     }
 }
 
+#[derive(Clone)]
 struct Stage {
     /// LayerNorm then a 2x2 stride-2 conv; absent in stage 0.
     downsample: Option<(LayerNorm, PatchConv)>,
     blocks: Vec<Block>,
 }
 
+#[derive(Clone)]
 pub struct ConvNext {
     stem: (PatchConv, LayerNorm),
     stages: Vec<Stage>,
@@ -100,6 +103,13 @@ impl ConvNext {
             outs.push(x.clone());
         }
         outs
+    }
+
+    /// The same tower with only the first `n` blocks of each stage (see `Mgm::one_layer_each`).
+    pub fn first_blocks(&self, n: usize) -> Self {
+        let mut t = self.clone();
+        t.stages.iter_mut().for_each(|s| s.blocks.truncate(n));
+        t
     }
 
     /// The high-resolution map X_H: every stage bilinearly upsampled (align_corners=false) to

@@ -9,6 +9,7 @@ use crate::ops::{self, Act, Heads, KvCache, Matrix, Rope};
 use crate::weights::Loader;
 
 /// y = x / rms(x) * (1 + w): Gemma stores an offset, not a scale.
+#[derive(Clone)]
 pub struct RmsNorm {
     scale: Tensor<1>,
     eps: f64,
@@ -24,6 +25,7 @@ impl RmsNorm {
     }
 }
 
+#[derive(Clone)]
 pub struct Attention {
     /// q, k and v projections as one (their outputs side by side).
     qkv_proj: Linear,
@@ -50,6 +52,7 @@ impl Attention {
 }
 
 /// GeGLU: down(gelu(gate(x)) * up(x)).
+#[derive(Clone)]
 pub struct Mlp {
     /// [gate; up] as one matrix.
     gate_up_proj: Matrix,
@@ -78,6 +81,7 @@ impl Mlp {
     }
 }
 
+#[derive(Clone)]
 pub struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: Attention,
@@ -92,6 +96,7 @@ pub enum Logits {
     All,
 }
 
+#[derive(Clone)]
 pub struct Gemma {
     pub config: GemmaConfig,
     pub embed_tokens: Embedding,
@@ -122,6 +127,13 @@ impl Gemma {
             norm: RmsNorm::load(w, "model.norm.weight", c.hidden_size, eps)?,
             rope: Rope::new(c.head_dim, c.rope_theta, c.max_position_embeddings, &w.device),
         })
+    }
+
+    /// The same decoder with only its first `n` layers (see `Mgm::one_layer_each`).
+    pub fn first_layers(&self, n: usize) -> Self {
+        let mut g = self.clone();
+        g.layers.truncate(n);
+        g
     }
 
     pub fn new_cache(&self, capacity: usize) -> KvCache {

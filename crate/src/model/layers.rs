@@ -7,6 +7,7 @@ use crate::ops::{self, Act, Matrix};
 use crate::weights::{block_rows, Loader};
 
 /// y = x Wᵀ + b, with W as stored, `[out, in]`.
+#[derive(Clone)]
 pub struct Linear {
     pub weight: Matrix,
     pub bias: Option<Tensor<1>>,
@@ -44,6 +45,7 @@ impl Linear {
 }
 
 /// A `[rows, dim]` table: token lookups and the tied LM head.
+#[derive(Clone)]
 pub struct Embedding {
     pub table: Matrix,
 }
@@ -68,6 +70,7 @@ impl Embedding {
 }
 
 /// LayerNorm over the last dimension, with affine weight and bias.
+#[derive(Clone)]
 pub struct LayerNorm {
     pub weight: Tensor<1>,
     pub bias: Tensor<1>,
@@ -89,6 +92,7 @@ impl LayerNorm {
 /// A convolution whose stride equals its kernel (patch embeddings, ConvNeXt's stem and
 /// downsampling): a matmul over non-overlapping patches. Weight rows are reordered at load from
 /// PyTorch's `[out, in, k, k]` to `[out, (k, k, in)]`, the order patches are read in.
+#[derive(Clone)]
 pub struct PatchConv {
     pub linear: Linear,
     pub k: usize,

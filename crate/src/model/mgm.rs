@@ -12,6 +12,7 @@ use crate::ops::{self, Act};
 use crate::error::Result;
 use crate::weights::{Loader, BLOCK_BYTES};
 
+#[derive(Clone)]
 pub struct Vision {
     pub config: VisionConfig,
     pub clip: ClipVision,
@@ -98,6 +99,7 @@ impl Vision {
     }
 }
 
+#[derive(Clone)]
 pub struct Mgm {
     pub config: MgmConfig,
     pub gemma: Gemma,
@@ -112,5 +114,18 @@ impl Mgm {
             None => None,
         };
         Ok(Mgm { config: config.clone(), gemma, vision })
+    }
+
+    /// The model with one layer of each kind (Gemma, CLIP, each ConvNeXt stage), sharing the
+    /// weights: it launches every kernel the whole model does, with the same shapes, in a
+    /// fraction of the time. Loading runs it once so that no question compiles a shader.
+    pub fn one_layer_each(&self) -> Mgm {
+        let mut m = self.clone();
+        m.gemma = m.gemma.first_layers(1);
+        if let Some(v) = &mut m.vision {
+            v.clip = v.clip.first_layers(1);
+            v.convnext = v.convnext.first_blocks(1);
+        }
+        m
     }
 }

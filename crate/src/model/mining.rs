@@ -12,6 +12,7 @@ use crate::weights::Loader;
 const EPS: f64 = 1e-5; // PyTorch's LayerNorm default, used by the vlm_uni projectors
 
 /// LayerNorm then Linear, as `vlm_uni_*_projector.{0,1}`.
+#[derive(Clone)]
 struct Projector {
     norm: LayerNorm,
     linear: Linear,
@@ -30,6 +31,7 @@ impl Projector {
     }
 }
 
+#[derive(Clone)]
 pub struct PatchMining {
     query: Projector,
     key: Projector,

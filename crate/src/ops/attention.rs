@@ -16,6 +16,7 @@ pub struct Heads {
 }
 
 /// Rotate-half (NeoX) rotary embedding tables, `[max_positions, head_dim / 2]`.
+#[derive(Clone)]
 pub struct Rope {
     cos: Tensor<2>,
     sin: Tensor<2>,
