@@ -2,7 +2,7 @@
 //! server (format: docs/bundle-format.md). Shards are read whole (in the browser they arrive by
 //! fetch), verified by sha256 before use, uploaded, and dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -170,7 +170,7 @@ pub struct BundleStore {
     /// Uploaded parts per tensor, taken by the model as it loads.
     parts: HashMap<String, Vec<([usize; 2], Uploaded)>>,
     /// (tensor, part) pairs uploaded so far.
-    done: std::collections::HashSet<(usize, usize)>,
+    done: HashSet<(usize, usize)>,
 }
 
 impl BundleStore {
@@ -179,7 +179,9 @@ impl BundleStore {
         let config = manifest.mgm_config()?;
         let tokenizer = super::open_tokenizer(tokenizer, &config, &format!("bundle {}", manifest.tokenizer))?;
         let index = manifest.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok((BundleStore { manifest, device: device.clone(), index, parts: HashMap::new(), done: Default::default() }, tokenizer))
+        // Sized up front: no table grows (and leaves a hole in wasm's heap) while shards stream.
+        let (parts, done) = (HashMap::with_capacity(manifest.tensors.len()), HashSet::with_capacity(manifest.tensors.iter().map(|t| t.parts.len()).sum()));
+        Ok((BundleStore { manifest, device: device.clone(), index, parts, done }, tokenizer))
     }
 
     /// Verifies shard `i` (size and sha256) and uploads every tensor part it holds.
@@ -226,6 +228,9 @@ impl BundleStore {
             Uploaded::Tensor(Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, e.storage), [rows, cols]), &self.device))
         };
         self.parts.entry(e.name.clone()).or_default().push((p.rows, part));
+        // The device queues the write with its own copy of the bytes until it next runs its
+        // queue: run it now, or a load holds a good part of the bundle in (wasm) memory.
+        self.device.flush().map_err(|err| MgmError::Device(format!("uploading {}: {err:?}", e.name)))?;
         Ok(())
     }
 
