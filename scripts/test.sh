@@ -13,7 +13,7 @@ echo "== fuzz targets, short run (seeds + mutations; scripts/fuzz.sh is the cove
 cargo test -p mgm-fuzz
 cargo build -p mgm --bin mgm
 
-echo "== npm package (wasm32 build + wasm-bindgen)"
+echo "== npm package: the shipped wasm (wasm32 release build, wasm-bindgen, wasm-opt)"
 scripts/build-pkg.sh
 
 echo "== browser tests (headless Chromium, WebGPU)"

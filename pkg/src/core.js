@@ -258,10 +258,12 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
     if (cache && !f.cached) await cache.put(url, f.bytes);
   };
   let next = 0;
+  // A lane never throws: every lane has settled (no cache write in flight) before a failure or
+  // an abort is handled below, so taking the cache writes back cannot miss one.
   const lane = async () => {
     while (!failed && next < shards.length) {
-      checkAbort(signal);
       try {
+        checkAbort(signal);
         await apply(next++);
       } catch (e) {
         failed ??= e;
