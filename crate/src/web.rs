@@ -50,9 +50,6 @@ pub struct Loading {
     store: BundleStore,
     tokenizer: Tokenizer,
     device: String,
-    /// Where each part lands in wasm memory: one buffer, grown to the largest part and reused,
-    /// so parts do not leave holes in the heap that the next one cannot fit.
-    scratch: Vec<u8>,
 }
 
 #[wasm_bindgen]
@@ -60,23 +57,17 @@ impl Loading {
     /// Checks `manifest.json` and `tokenizer.json` and opens WebGPU, before any shard is fetched.
     pub async fn open(manifest: Vec<u8>, tokenizer: Vec<u8>) -> std::result::Result<Loading, JsValue> {
         let manifest = Manifest::parse(&manifest).map_err(js_error)?;
-        let largest = manifest.tensors.iter().flat_map(|t| &t.parts).map(|p| p.length as usize).max().unwrap_or(0);
         let (device, desc) = crate::device::webgpu().await.map_err(js_error)?;
         let (store, tokenizer) = BundleStore::open(manifest, &tokenizer, &device).map_err(js_error)?;
-        // Reserved once, after the tokenizer's parse (a manifest cannot make it take more than
-        // 64 MiB up front; a larger part grows it).
-        Ok(Loading { store, tokenizer, device: desc, scratch: Vec::with_capacity(largest.min(64 << 20)) })
+        Ok(Loading { store, tokenizer, device: desc })
     }
 
     /// Uploads part `part` of tensor `tensor` (indices into the manifest's `tensors` and their
     /// `parts`) from its bytes, cut from a shard the caller verified against the manifest's
     /// size and sha256 (core.js does, with WebCrypto); the bytes are not kept.
     #[wasm_bindgen(js_name = addPart)]
-    pub fn add_part(&mut self, tensor: usize, part: usize, bytes: &Uint8Array) -> std::result::Result<(), JsValue> {
-        let n = bytes.length() as usize;
-        self.scratch.resize(n, 0);
-        bytes.copy_to(&mut self.scratch);
-        self.store.add_part(tensor, part, &self.scratch).map_err(js_error)
+    pub fn add_part(&mut self, tensor: usize, part: usize, bytes: &[u8]) -> std::result::Result<(), JsValue> {
+        self.store.add_part(tensor, part, bytes).map_err(js_error)
     }
 
     /// Builds the engine; every shard must be in.

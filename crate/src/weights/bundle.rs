@@ -179,9 +179,7 @@ impl BundleStore {
         let config = manifest.mgm_config()?;
         let tokenizer = super::open_tokenizer(tokenizer, &config, &format!("bundle {}", manifest.tokenizer))?;
         let index = manifest.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        // Sized up front: no table grows (and leaves a hole in wasm's heap) while shards stream.
-        let (parts, done) = (HashMap::with_capacity(manifest.tensors.len()), HashSet::with_capacity(manifest.tensors.iter().map(|t| t.parts.len()).sum()));
-        Ok((BundleStore { manifest, device: device.clone(), index, parts, done }, tokenizer))
+        Ok((BundleStore { manifest, device: device.clone(), index, parts: HashMap::new(), done: HashSet::new() }, tokenizer))
     }
 
     /// Verifies shard `i` (size and sha256) and uploads every tensor part it holds.
