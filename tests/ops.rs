@@ -7,6 +7,7 @@ mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{assert_close, devices, read};
 use mgm::ops::{self, Act, Heads, Matrix};
+use mgm::device;
 use mgm::rng::Rng;
 use mgm::quant::{self, Storage};
 
@@ -31,6 +32,18 @@ fn gpu() -> Option<(String, Device)> {
 #[test]
 fn matrix_products_match_burn_for_every_format_and_epilogue() {
     let Some((dev, gpu)) = gpu() else { return };
+    // With subgroups (x shared through broadcasts, where the device has them: lavapipe) and
+    // without (every lane reads x: browsers).
+    let subgroups = device::subgroup_size();
+    println!("{dev}: subgroups of {subgroups}");
+    for allowed in [true, false] {
+        device::allow_subgroups(allowed);
+        matrix_products_match(&format!("{dev}, subgroups {}", if allowed { subgroups } else { 0 }), &gpu);
+    }
+    device::allow_subgroups(true);
+}
+
+fn matrix_products_match(dev: &str, gpu: &Device) {
     let cpu = Device::flex();
     for storage in [Storage::Q4, Storage::Q8, Storage::F16, Storage::F32] {
         for (m, n, k) in [(1, 300, 64), (5, 37, 96), (33, 130, 160), (1, 7, 48)] {
@@ -39,13 +52,13 @@ fn matrix_products_match_burn_for_every_format_and_epilogue() {
             }
             let stored = quant::encode(&random(n * k, 1), storage);
             // The kernel reads the stored bytes; the reference multiplies the host-decoded f32 weights.
-            let ours = Matrix::from_stored(&stored, n, k, storage, &gpu);
+            let ours = Matrix::from_stored(&stored, n, k, storage, gpu);
             let reference = Matrix::from_f32(tensor(quant::decode(&stored, n * k, storage), [n, k], &cpu));
             let x = random(m * k, 2);
             let (b, g, r) = (random(n, 3), random(n, 4), random(m * n, 5));
             let case = |what: &str| format!("{dev} {storage:?} [{m}x{k}]x[{n}x{k}]^T {what}");
             let on = |d: &Device| (tensor(x.clone(), [m, k], d), tensor(b.clone(), [n], d), tensor(g.clone(), [n], d), tensor(r.clone(), [m, n], d));
-            let (xg, bg, gg, rg) = on(&gpu);
+            let (xg, bg, gg, rg) = on(gpu);
             let (xc, bc, gc, rc) = on(&cpu);
             assert_close(&case("plain"), &read(ops::linear(xg.clone(), &ours, None)), &read(ops::linear(xc.clone(), &reference, None)), 1e-4);
             // Epilogues are independent of the format (each variant is one more shader to compile).

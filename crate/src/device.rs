@@ -45,6 +45,7 @@ mod native {
                 .get_or_init(|| {
                     let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| format!("{e:?}"))?;
                     let info = setup.adapter.get_info();
+                    super::note_subgroups(&setup.device, &info);
                     Ok((device, format!("wgpu ({}, {:?})", info.name, info.backend)))
                 })
                 .clone()
@@ -61,6 +62,32 @@ mod native {
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{init, now_ms};
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use cubecl::wgpu::wgpu;
+
+static SUBGROUP_SIZE: AtomicUsize = AtomicUsize::new(0);
+static SUBGROUPS_ALLOWED: AtomicBool = AtomicBool::new(true);
+
+/// Kernels may share values through subgroups when the device has subgroup operations with one
+/// fixed size (lavapipe: 8 lanes). Browsers do not get them yet: wgpu 30 does not request
+/// WebGPU's `subgroups` feature (SwiftShader has it, 4 lanes).
+fn note_subgroups(device: &wgpu::Device, info: &wgpu::AdapterInfo) {
+    let fixed = info.subgroup_min_size == info.subgroup_max_size;
+    let size = if device.features().contains(wgpu::Features::SUBGROUP) && fixed { info.subgroup_min_size as usize } else { 0 };
+    SUBGROUP_SIZE.store(size, Ordering::Relaxed);
+}
+
+/// The wgpu device's fixed subgroup size, or 0 when kernels must not use subgroup operations.
+pub fn subgroup_size() -> usize {
+    if SUBGROUPS_ALLOWED.load(Ordering::Relaxed) { SUBGROUP_SIZE.load(Ordering::Relaxed) } else { 0 }
+}
+
+/// Off: kernels run as on a device without subgroup operations (for tests and benchmarks).
+pub fn allow_subgroups(on: bool) {
+    SUBGROUPS_ALLOWED.store(on, Ordering::Relaxed);
+}
+
 /// The browser's WebGPU device (created once per page or worker) and a one-line description:
 /// adapter and the limits Burn requested (the adapter's own maxima, not WebGPU's defaults).
 /// `init_async` is the only way there: a synchronous init panics in browsers.
@@ -76,6 +103,7 @@ pub async fn webgpu() -> Result<(burn::tensor::Device, String)> {
         .init_with_setup_async()
         .await
         .map_err(|e| MgmError::Device(format!("WebGPU is not available: {e:?}")))?;
+    note_subgroups(&setup.device, &setup.adapter.get_info());
     // Browsers hide the adapter's name from wgpu; the page gets it from `requestAdapter().info`.
     let limits = setup.device.limits();
     let desc = format!(

@@ -52,6 +52,10 @@ pub struct Args {
     /// implementation before them), first, as the same-run baseline.
     #[arg(long)]
     baseline: bool,
+    /// With --bundle or --mgm: also run our kernels without subgroup operations (as browsers
+    /// run them), before the run with them, on a device that has them.
+    #[arg(long)]
+    no_subgroups: bool,
     /// Time the matrix kernels against Burn's matmul on one device (development).
     #[arg(long)]
     kernels: bool,
@@ -109,25 +113,42 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// The runs of a benchmark: each backend, and with `--baseline` wgpu with Burn's ops first.
-fn runs(a: &Args) -> Result<Vec<(Backend, bool)>> {
+/// Which ops a run uses on wgpu.
+#[derive(Clone, Copy, PartialEq)]
+enum Ops {
+    /// Burn's own ops: the implementation before the kernels.
+    Burn,
+    /// Our kernels as on a device without subgroup operations.
+    NoSubgroups,
+    Kernels,
+}
+
+/// The runs of a benchmark: each backend, and on wgpu the baselines asked for first.
+fn runs(a: &Args) -> Result<Vec<(Backend, Ops)>> {
     let mut out = Vec::new();
     for b in &a.backend {
         let backend: Backend = b.parse()?;
-        if a.baseline && backend == Backend::Wgpu {
-            out.push((backend, true));
+        if backend == Backend::Wgpu {
+            out.extend(a.baseline.then_some((backend, Ops::Burn)));
+            out.extend(a.no_subgroups.then_some((backend, Ops::NoSubgroups)));
         }
-        out.push((backend, false));
+        out.push((backend, Ops::Kernels));
     }
     Ok(out)
 }
 
 /// Selects the ops for a run; returns the device, its label and which ops run.
-fn start(backend: Backend, burn_only: bool) -> Result<(burn::tensor::Device, String, &'static str)> {
-    mgm::ops::kernels::BURN_ONLY.store(burn_only, std::sync::atomic::Ordering::Relaxed);
+fn start(backend: Backend, ops: Ops) -> Result<(burn::tensor::Device, String, &'static str)> {
+    mgm::ops::kernels::BURN_ONLY.store(ops == Ops::Burn, std::sync::atomic::Ordering::Relaxed);
+    device::allow_subgroups(ops != Ops::NoSubgroups);
     let (device, desc) = device::init(backend)?;
-    let ops = if burn_only { "Burn's ops (before the kernels)" } else if backend == Backend::Wgpu { "our kernels" } else { "Burn's ops" };
-    Ok((device, desc, ops))
+    let label = match (ops, backend) {
+        (Ops::Burn, _) => "Burn's ops (before the kernels)",
+        (Ops::NoSubgroups, _) => "our kernels without subgroups",
+        (Ops::Kernels, Backend::Wgpu) => "our kernels",
+        (Ops::Kernels, Backend::Cpu) => "Burn's ops",
+    };
+    Ok((device, desc, label))
 }
 
 /// Prefill and decode tokens/s; a warm-up pass compiles the kernels first.
@@ -258,8 +279,8 @@ fn run_vision_accuracy(a: &Args) -> Result<()> {
 fn run_bundles(a: &Args) -> Result<()> {
     let bandwidth = read_bandwidth_gbs();
     let mut rows = Vec::new();
-    for (backend, burn_only) in runs(a)? {
-        let (device, desc, ops) = start(backend, burn_only)?;
+    for (backend, run_ops) in runs(a)? {
+        let (device, desc, ops) = start(backend, run_ops)?;
         for dir in &a.bundle {
             reset_peak_rss();
             eprintln!("{} on {desc} ...", dir.display());
@@ -382,8 +403,8 @@ fn run_mgm(a: &Args) -> Result<()> {
     let v = config.vision.clone().expect("MGM-2B has a vision half");
     let bytes = std::fs::read(&a.image).map_err(|e| mgm::MgmError::Input(format!("{}: {e}", a.image.display())))?;
     let mut rows = Vec::new();
-    for (backend, burn_only) in runs(a)? {
-        let (device, desc, ops) = start(backend, burn_only)?;
+    for (backend, run_ops) in runs(a)? {
+        let (device, desc, ops) = start(backend, run_ops)?;
         let desc = format!("{desc}, {ops}");
         reset_peak_rss();
         // A bundle (`--bundle DIR`) as users load it, or random f32 weights of the same shapes.
@@ -422,7 +443,7 @@ fn run_mgm(a: &Args) -> Result<()> {
         let mut times = vec![load_s];
         // Two passes: the first compiles kernels, the second is measured. The Burn-ops baseline
         // (slow, and its generic kernels compile in seconds) runs once.
-        let passes = if burn_only { 1 } else { 2 };
+        let passes = if run_ops == Ops::Burn { 1 } else { 2 };
         for pass in 0..passes {
             let sync = |t: Tensor<2>| read_f32(t.slice([0..1, 0..1]));
             let t = now_ms();

@@ -1,7 +1,8 @@
 //! y = act(x Wᵀ + b) + r for activations x `[m, k]` (f32) and a stored weight W `[n, k]` in any
 //! [`Format`]. One invocation owns one weight row and `tm` rows of x: each 32-value block of W is
 //! decoded once into registers and used for all `tm` rows, so decode (m = 1, tm = 1) and prefill
-//! share one kernel. Lanes of a workgroup take consecutive weight rows and read the same x.
+//! share one kernel. Lanes of a workgroup take consecutive weight rows and read the same x, or,
+//! where the device has subgroups of 8 lanes, share it through subgroup broadcasts.
 
 use burn::backend::wgpu::CubeTensor;
 use burn::tensor::Tensor;
@@ -52,6 +53,8 @@ pub struct Variant {
     pub act: Epilogue,
     /// W stacks [gate; up] (each n rows): y = act(x gateᵀ) * (x upᵀ).
     pub glu: bool,
+    /// x is shared through broadcasts in subgroups of 8 lanes instead of read by every lane.
+    pub plane: bool,
 }
 
 /// Each invocation computes a tm x tn tile of y, four values of k at a time: a vector of x per
@@ -77,50 +80,68 @@ pub fn matmul<N: Size>(
     let parts = comptime![if v.glu { 2usize } else { 1usize }];
     let n0 = (CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize) * tn;
     let m0 = CUBE_POS_Y as usize * tm;
-    if n0 < n {
-        let blocks = k / 32;
-        // acc[(p * tn + j) * tm + i]: x row m0 + i, weight row n0 + j of part p (gate, up).
-        let mut acc = Array::<f32>::new(comptime![parts * tn * tm]);
+    // Every lane computes (lanes past n on row n - 1) so subgroups stay whole; stores are guarded.
+    let blocks = k / 32;
+    // acc[(p * tn + j) * tm + i]: x row m0 + i, weight row n0 + j of part p (gate, up).
+    let mut acc = Array::<f32>::new(comptime![parts * tn * tm]);
+    #[unroll]
+    for a in 0..comptime![parts * tn * tm] {
+        acc[a] = 0.0f32;
+    }
+    // Weight rows past n (a partial last tile) read row n - 1 and are never written.
+    let mut rows = Array::<usize>::new(comptime![parts * tn]);
+    #[unroll]
+    for p in 0..parts {
         #[unroll]
-        for a in 0..comptime![parts * tn * tm] {
-            acc[a] = 0.0f32;
+        for j in 0..tn {
+            rows[comptime![p * tn + j]] = (n0 + j).min(n - 1) + p * n;
         }
-        // Weight rows past n (a partial last tile) read row n - 1 and are never written.
-        let mut rows = Array::<usize>::new(comptime![parts * tn]);
+    }
+    // x is bound as vectors of 4, or of 1 when each lane reads one value.
+    let xv = comptime![if v.plane { 1usize } else { 4usize }];
+    let mut xrow = Array::<usize>::new(tm);
+    #[unroll]
+    for i in 0..tm {
+        xrow[i] = (m0 + i).min(m - 1) * (k / xv);
+    }
+    let mut wv = Array::<f32>::new(comptime![parts * tn * 8]);
+    let wpb = comptime![v.fmt.words_per_block()];
+    let mut d = Array::<f32>::new(comptime![parts * tn]);
+    for b in 0..blocks {
         #[unroll]
-        for p in 0..parts {
-            #[unroll]
-            for j in 0..tn {
-                rows[comptime![p * tn + j]] = (n0 + j).min(n - 1) + p * n;
-            }
+        for r in 0..comptime![parts * tn] {
+            d[r] = format::block_scale(s, v.fmt, rows[r], b, blocks);
         }
-        let mut xrow = Array::<usize>::new(tm);
-        #[unroll]
-        for i in 0..tm {
-            xrow[i] = (m0 + i).min(m - 1) * (k / 4);
-        }
-        let mut wv = Array::<f32>::new(comptime![parts * tn * 8]);
-        let wpb = comptime![v.fmt.words_per_block()];
-        let mut d = Array::<f32>::new(comptime![parts * tn]);
-        for b in 0..blocks {
+        // Eight values at a time: a q4 word, so each stored word is read once. With several
+        // rows of x a runtime loop keeps the shader small (unrolled it compiled 10x slower);
+        // one row unrolls.
+        #[unroll(tm == 1)]
+        for c in 0..4usize {
             #[unroll]
             for r in 0..comptime![parts * tn] {
-                d[r] = format::block_scale(s, v.fmt, rows[r], b, blocks);
-            }
-            // Eight values at a time: a q4 word, so each stored word is read once. With several
-            // rows of x a runtime loop keeps the shader small (unrolled it compiled 10x slower);
-            // one row unrolls.
-            #[unroll(tm == 1)]
-            for c in 0..4usize {
+                let (lo, hi) = format::decode8(w, v.fmt, (rows[r] * blocks + b) * wpb, c);
                 #[unroll]
-                for r in 0..comptime![parts * tn] {
-                    let (lo, hi) = format::decode8(w, v.fmt, (rows[r] * blocks + b) * wpb, c);
+                for t in 0..4usize {
+                    wv[comptime![r * 8 + t]] = lo.extract(t) * d[r];
+                    wv[comptime![r * 8 + 4 + t]] = hi.extract(t) * d[r];
+                }
+            }
+            if comptime![v.plane] {
+                // Lane l of each 8 reads value l of the chunk and broadcasts it: CPU
+                // adapters pay per lane for every load, and broadcasts cost a register move.
+                #[unroll]
+                for i in 0..tm {
+                    let mine = x[xrow[i] + b * 32 + c * 8 + UNIT_POS_PLANE as usize].extract(0usize);
                     #[unroll]
-                    for t in 0..4usize {
-                        wv[comptime![r * 8 + t]] = lo.extract(t) * d[r];
-                        wv[comptime![r * 8 + 4 + t]] = hi.extract(t) * d[r];
+                    for t in 0..8usize {
+                        let xt = plane_broadcast(mine, comptime![t as u32]);
+                        #[unroll]
+                        for r in 0..comptime![parts * tn] {
+                            acc[comptime![r * tm + i]] += wv[comptime![r * 8 + t]] * xt;
+                        }
                     }
                 }
+            } else {
                 #[unroll]
                 for i in 0..tm {
                     let (xa, xb) = (x[xrow[i] + b * 8 + 2 * c], x[xrow[i] + b * 8 + 2 * c + 1]);
@@ -137,29 +158,29 @@ pub fn matmul<N: Size>(
                 }
             }
         }
+    }
+    #[unroll]
+    for j in 0..tn {
+        let col = n0 + j;
         #[unroll]
-        for j in 0..tn {
-            let col = n0 + j;
-            #[unroll]
-            for i in 0..tm {
-                let row = m0 + i;
-                if row < m && col < n {
-                    let mut y = acc[comptime![j * tm + i]];
-                    if comptime![v.bias] {
-                        y += bias[col];
-                    }
-                    y = activate(y, v.act);
-                    if comptime![v.glu] {
-                        y *= acc[comptime![(tn + j) * tm + i]];
-                    }
-                    if comptime![v.gamma] {
-                        y *= bias[n + col];
-                    }
-                    if comptime![v.residual] {
-                        y += residual[row * n + col];
-                    }
-                    out[row * out_stride + out_offset + col] = y;
+        for i in 0..tm {
+            let row = m0 + i;
+            if row < m && col < n {
+                let mut y = acc[comptime![j * tm + i]];
+                if comptime![v.bias] {
+                    y += bias[col];
                 }
+                y = activate(y, v.act);
+                if comptime![v.glu] {
+                    y *= acc[comptime![(tn + j) * tm + i]];
+                }
+                if comptime![v.gamma] {
+                    y *= bias[n + col];
+                }
+                if comptime![v.residual] {
+                    y += residual[row * n + col];
+                }
+                out[row * out_stride + out_offset + col] = y;
             }
         }
     }
@@ -169,12 +190,26 @@ pub fn matmul<N: Size>(
 /// SwiftShader) load storage buffers one lane and one component at a time, so every loaded
 /// value must feed as many multiply-adds as registers allow. Measured with `mgm bench
 /// --kernels` on lavapipe: one x row, 4 weight rows each; several, 8 x 16 tiles (2x Burn's f32
-/// matmul; 4 x 8 was 1.4x).
-fn tile(m: usize) -> (usize, usize) {
-    if m == 1 { (1, 4) } else { (8, 16) }
+/// matmul; 4 x 8 was 1.4x); with x shared through subgroups, 16 x 8 (1.85x the 8 x 16 tiles
+/// without; 32 x 16 was 10% faster again but took 10x as long to compile).
+fn tile(m: usize, plane: bool) -> (usize, usize) {
+    match (m, plane) {
+        (1, _) => (1, 4),
+        (_, false) => (8, 16),
+        (_, true) => (16, 8),
+    }
 }
 
-const LANES: usize = 64;
+/// Whether x goes through subgroup broadcasts: the device has subgroup operations on 8 lanes
+/// (lavapipe on AVX2; browsers do not get subgroups from wgpu yet).
+fn plane() -> bool {
+    crate::device::subgroup_size() == 8
+}
+
+/// Lanes per workgroup: 64, fewer (in whole subgroups) when the matrix has fewer rows to cover.
+fn lanes(n: usize, tn: usize) -> usize {
+    (n.div_ceil(tn).div_ceil(8) * 8).clamp(8, 64)
+}
 
 /// Launches `matmul` writing into columns `out_offset..` of `out` (row stride `out_stride`).
 #[allow(clippy::too_many_arguments)]
@@ -189,9 +224,9 @@ fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<Cu
     unsafe {
         matmul::launch_unchecked(
             &client,
-            CubeCount::Static(n.div_ceil(LANES * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1),
-            CubeDim::new_1d(LANES as u32),
-            4,
+            CubeCount::Static(n.div_ceil(lanes(n, variant.tn) * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1),
+            CubeDim::new_1d(lanes(n, variant.tn) as u32),
+            if variant.plane { 1 } else { 4 },
             x.clone().into_buffer_arg(),
             values.into_buffer_arg(),
             scales.into_buffer_arg(),
@@ -214,8 +249,9 @@ pub fn launch(x: Tensor<2>, p: &Packed, bias: Option<&Tensor<1>>, gamma: Option<
     let m = x.dims()[0];
     let n = if glu { p.rows / 2 } else { p.rows };
     let x = float(x);
-    let (tm, tn) = tile(m);
-    let variant = Variant { fmt: p.format, tm, tn, bias: bias.is_some(), gamma: gamma.is_some(), residual: residual.is_some(), act, glu };
+    let plane = plane();
+    let (tm, tn) = tile(m, plane);
+    let variant = Variant { fmt: p.format, tm, tn, bias: bias.is_some(), gamma: gamma.is_some(), residual: residual.is_some(), act, glu, plane };
     // γ rides in the bias buffer, after the bias: one binding fewer (WebGPU guarantees 8).
     let bias = match (bias, gamma) {
         (Some(b), Some(g)) => Some(float(Tensor::cat(vec![b.clone(), g.clone()], 0))),
@@ -233,11 +269,12 @@ pub fn launch_blocks(x: Tensor<2>, blocks: &[&Packed]) -> Tensor<2> {
     let m = x.dims()[0];
     let total: usize = blocks.iter().map(|p| p.rows).sum();
     let x = float(x);
-    let (tm, tn) = tile(m);
+    let plane = plane();
+    let (tm, tn) = tile(m, plane);
     let out = empty(&x, [m, total]);
     let mut offset = 0;
     for p in blocks {
-        let variant = Variant { fmt: p.format, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false };
+        let variant = Variant { fmt: p.format, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane };
         run(&x, p, None, None, &out, total, offset, variant);
         offset += p.rows;
     }
