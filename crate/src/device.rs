@@ -1,7 +1,9 @@
 //! Device choice and a clock: the only place that knows which platform it runs on.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use cubecl::wgpu::wgpu;
 
 use crate::error::{MgmError, Result};
 
@@ -61,10 +63,6 @@ mod native {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{init, now_ms};
-
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use cubecl::wgpu::wgpu;
 
 static SUBGROUP_SIZE: AtomicUsize = AtomicUsize::new(0);
 static SUBGROUPS_ALLOWED: AtomicBool = AtomicBool::new(true);

@@ -57,9 +57,9 @@ pub struct Variant {
     pub plane: bool,
 }
 
-/// Each invocation computes a tm x tn tile of y, four values of k at a time: a vector of x per
-/// row, four decoded weights per weight row, tm * tn * 4 multiply-adds. A weight is decoded and
-/// scaled once for tm rows of x; an x vector is read once for tn weight rows.
+/// Each invocation computes a tm x tn tile of y, eight values of k at a time: eight decoded
+/// weights per weight row and eight values of x per row, tm * tn * 8 multiply-adds. A weight is
+/// decoded and scaled once for tm rows of x; a value of x serves tn weight rows.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<N: Size>(
@@ -221,11 +221,12 @@ fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<Cu
     let bias = bias.unwrap_or_else(|| empty(x, [1]));
     let residual = residual.unwrap_or_else(|| empty(x, [1]));
     let client = x.client.clone();
+    let lanes = lanes(n, variant.tn);
     unsafe {
         matmul::launch_unchecked(
             &client,
-            CubeCount::Static(n.div_ceil(lanes(n, variant.tn) * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1),
-            CubeDim::new_1d(lanes(n, variant.tn) as u32),
+            CubeCount::Static(n.div_ceil(lanes * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1),
+            CubeDim::new_1d(lanes as u32),
             if variant.plane { 1 } else { 4 },
             x.clone().into_buffer_arg(),
             values.into_buffer_arg(),
