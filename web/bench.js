@@ -1,7 +1,8 @@
 // The browser benchmark: ?bundle=URL (default: the site's model) &tokens=N (new tokens, default 32)
 // &image=URL (default: bench.png, which scripts/site.sh copies from the test fixtures; `none` for a
 // text-only prompt) &passes=N (default 2: the last is reported, the first compiles kernels; 0
-// measures the load only). Results land in the table and in window.__bench.
+// measures the load only) &subgroups=0 (load without subgroup operations). Results land in the
+// table and in window.__bench.
 import { MGM } from './pkg/src/index.js';
 
 const params = new URLSearchParams(location.search);
@@ -14,7 +15,8 @@ async function run() {
   const support = await MGM.checkSupport();
   if (!support.supported) throw new Error(support.reason);
   status(`loading ${url}`);
-  const engine = await MGM.load(url, { cache: false, onProgress: (p) => status(`${p.phase} ${p.loaded} / ${p.total}`) });
+  const subgroups = params.get('subgroups') !== '0';
+  const engine = await MGM.load(url, { cache: false, subgroups, onProgress: (p) => status(`${p.phase} ${p.loaded} / ${p.total}`) });
   const image = params.get('image') ?? 'bench.png';
   const content = [{ type: 'text', text: 'Describe the image in detail.' }];
   if (image !== 'none') content.unshift({ type: 'image', image });
@@ -42,7 +44,7 @@ async function run() {
   }
   const u = result?.usage ?? {};
   const row = {
-    bundle: url, preset: engine.info.preset, bytes: engine.info.bytes, adapter: support.adapter,
+    bundle: url, preset: engine.info.preset, bytes: engine.info.bytes, adapter: support.adapter, subgroups: engine.info.subgroups,
     load_s: engine.info.load_ms / 1e3, shards_s: engine.info.shards_ms / 1e3, compile_s: engine.info.compile_ms / 1e3,
     shards_memory_mib: engine.info.wasm_memory_after_shards_bytes / 2 ** 20, wasm_memory_mib: Math.max(engine.info.wasm_memory_bytes, result?.wasm_memory_bytes ?? 0) / 2 ** 20,
     image_encode_ms: u.image_encode_ms, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,

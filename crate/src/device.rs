@@ -1,7 +1,7 @@
 //! Device choice and a clock: the only place that knows which platform it runs on.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cubecl::wgpu::wgpu;
 
@@ -47,7 +47,7 @@ mod native {
                 .get_or_init(|| {
                     let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| format!("{e:?}"))?;
                     let info = setup.adapter.get_info();
-                    super::note_subgroups(&setup.device, &info);
+                    super::note_subgroups(setup.device.features().contains(super::wgpu::Features::SUBGROUP), &info);
                     Ok((device, format!("wgpu ({}, {:?})", info.name, info.backend)))
                 })
                 .clone()
@@ -65,25 +65,32 @@ mod native {
 pub use native::{init, now_ms};
 
 static SUBGROUP_SIZE: AtomicUsize = AtomicUsize::new(0);
-static SUBGROUPS_ALLOWED: AtomicBool = AtomicBool::new(true);
+static SUBGROUP_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Kernels may share values through subgroups when the device has subgroup operations with one
-/// fixed size (lavapipe: 8 lanes). Browsers do not get them yet: wgpu 30 does not request
-/// WebGPU's `subgroups` feature (SwiftShader has it, 4 lanes).
-fn note_subgroups(device: &wgpu::Device, info: &wgpu::AdapterInfo) {
+/// fixed size (lavapipe: 8 lanes; Chromium's SwiftShader: 4, once the host asked for them).
+fn note_subgroups(has_subgroups: bool, info: &wgpu::AdapterInfo) {
     let fixed = info.subgroup_min_size == info.subgroup_max_size;
-    let size = if device.features().contains(wgpu::Features::SUBGROUP) && fixed { info.subgroup_min_size as usize } else { 0 };
+    let size = if has_subgroups && fixed { info.subgroup_min_size as usize } else { 0 };
     SUBGROUP_SIZE.store(size, Ordering::Relaxed);
 }
 
-/// The wgpu device's fixed subgroup size, or 0 when kernels must not use subgroup operations.
+/// The subgroup size kernels may rely on, or 0 when they must not use subgroup operations.
 pub fn subgroup_size() -> usize {
-    if SUBGROUPS_ALLOWED.load(Ordering::Relaxed) { SUBGROUP_SIZE.load(Ordering::Relaxed) } else { 0 }
+    let cap = SUBGROUP_CAP.load(Ordering::Relaxed);
+    match SUBGROUP_SIZE.load(Ordering::Relaxed) {
+        size if size <= cap => size,
+        // The first `cap` lanes of a larger subgroup form a smaller one (broadcasts read from
+        // them), so a device with 8 lanes runs the kernels as one with 4 would.
+        _ if cap > 0 && cap.is_power_of_two() => cap,
+        _ => 0,
+    }
 }
 
-/// Off: kernels run as on a device without subgroup operations (for tests and benchmarks).
-pub fn allow_subgroups(on: bool) {
-    SUBGROUPS_ALLOWED.store(on, Ordering::Relaxed);
+/// Kernels use subgroups of at most `lanes` (0: none), for tests and benchmarks of the forms
+/// other devices run; `usize::MAX` restores the device's own.
+pub fn cap_subgroups(lanes: usize) {
+    SUBGROUP_CAP.store(lanes, Ordering::Relaxed);
 }
 
 /// The browser's WebGPU device (created once per page or worker) and a one-line description:
@@ -101,7 +108,10 @@ pub async fn webgpu() -> Result<(burn::tensor::Device, String)> {
         .init_with_setup_async()
         .await
         .map_err(|e| MgmError::Device(format!("WebGPU is not available: {e:?}")))?;
-    note_subgroups(&setup.device, &setup.adapter.get_info());
+    // wgpu 30 never requests WebGPU's `subgroups` (its feature table lacks it) nor reports it:
+    // the host (pkg/src/core.js) asks for it, and the device itself says whether it has it.
+    let has_subgroups = setup.device.as_webgpu().is_some_and(|d| d.features().has("subgroups"));
+    note_subgroups(has_subgroups, &setup.adapter.get_info());
     // Browsers hide the adapter's name from wgpu; the page gets it from `requestAdapter().info`.
     let limits = setup.device.limits();
     let desc = format!(

@@ -125,6 +125,7 @@ impl Engine {
             "layers": c.gemma.num_hidden_layers,
             "context": c.max_length,
             "vision": c.vision.is_some(),
+            "subgroups": crate::device::subgroup_size(),
         })
         .to_string()
     }

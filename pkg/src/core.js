@@ -180,11 +180,32 @@ async function checkIntegrity(bytes, integrity) {
   return false;
 }
 
+/// Runs `open` (which creates the engine's WebGPU device, once per page or worker) so that the
+/// device has the adapter's `subgroups` feature when `wanted`: wgpu 30, under the engine, never
+/// asks for it (its WebGPU feature table lacks it), and the matrix kernels share values through
+/// subgroups where their size is fixed (SwiftShader: 4 lanes). The next device request in this
+/// realm, which is the engine's, gets the feature added; nothing else changes.
+async function askingSubgroups(wanted, open) {
+  const proto = globalThis.GPUAdapter?.prototype;
+  const original = proto?.requestDevice;
+  if (!wanted || !original) return open();
+  proto.requestDevice = function (desc = {}) {
+    proto.requestDevice = original;
+    if (!this.features.has('subgroups')) return original.call(this, desc);
+    return original.call(this, { ...desc, requiredFeatures: [...(desc.requiredFeatures ?? []), 'subgroups'] });
+  };
+  try {
+    return await open();
+  } finally {
+    proto.requestDevice = original;
+  }
+}
+
 /// Loads the bundle at `url`: manifest and tokenizer first (checked before any shard moves),
 /// then shards, three downloads at a time, each verified and uploaded to the GPU as it lands.
 /// A shard enters the cache only once verified; an aborted load removes what it cached, a
 /// failed one keeps its verified shards (the next load fetches only the rest).
-export async function loadBundle(url, { onProgress, signal, cache: useCache = true, integrity, ...net } = {}) {
+export async function loadBundle(url, { onProgress, signal, cache: useCache = true, integrity, subgroups = true, ...net } = {}) {
   const t0 = performance.now();
   net = { ...NETWORK, ...Object.fromEntries(Object.entries(net).filter(([k, v]) => k in NETWORK && v != null)) };
   await initWasm();
@@ -213,7 +234,7 @@ export async function loadBundle(url, { onProgress, signal, cache: useCache = tr
     throw mgmError(`manifest.json: ${JSON.stringify(tokenizerName)} is not a file name inside the bundle`, 'format');
   }
   const tokenizerFile = await fetchFile(base + tokenizerName, { cache, signal, net });
-  const loading = await Loading.open(manifestFile.bytes, tokenizerFile.bytes);
+  const loading = await askingSubgroups(subgroups, () => Loading.open(manifestFile.bytes, tokenizerFile.bytes));
   const openMemory = wasmMemoryBytes(); // the tokenizer and manifest, before any shard
   const shards = manifest.shards;
   const total = shards.reduce((s, x) => s + x.size, 0);

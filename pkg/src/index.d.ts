@@ -37,6 +37,12 @@ export interface LoadOptions {
   retryDelay?: number;
   /** Milliseconds without a byte before a download attempt is retried (default 30000). */
   stallTimeout?: number;
+  /**
+   * Ask the adapter for WebGPU's `subgroups` feature, which the matrix kernels use where the
+   * subgroup size is fixed (default true). Takes effect where the engine's device is created:
+   * each worker has its own; without a worker, the page's first load decides.
+   */
+  subgroups?: boolean;
 }
 
 export interface EngineInfo {
@@ -47,6 +53,8 @@ export interface EngineInfo {
   layers: number;
   context: number;
   vision: boolean;
+  /** Lanes that share values through subgroup operations in the matrix kernels; 0: none. */
+  subgroups: number;
   generation: { temperature: number; top_p: number; top_k: number; max_new_tokens: number };
   bytes: number;
   from_cache: boolean;

@@ -28,8 +28,12 @@ await s.test('load streams the bundle with ordered progress that sums to its siz
   const r = await page.evaluate(async (u) => {
     const events = [];
     window.engine = await MGM.load(u, { onProgress: (p) => events.push(p) });
-    return { events, info: engine.info };
+    // Subgroups, as the adapter offers them: the engine uses them where their size is fixed.
+    const a = await navigator.gpu.requestAdapter();
+    const fixed = a.features.has('subgroups') && a.info.subgroupMinSize === a.info.subgroupMaxSize;
+    return { events, info: engine.info, subgroups: fixed ? a.info.subgroupMinSize : 0 };
   }, url('tiny'));
+  assertEq(r.info.subgroups, r.subgroups, 'subgroup size in use');
   const total = manifest.shards.reduce((a, x) => a + x.size, 0);
   assert(manifest.shards.length >= 3, `only ${manifest.shards.length} shards`);
   for (const phase of ['download', 'verify', 'upload']) {
@@ -44,7 +48,7 @@ await s.test('load streams the bundle with ordered progress that sums to its siz
   const firstCompile = r.events.findIndex((e) => e.phase === 'compile');
   assert(firstCompile > lastUpload, `compile (event ${firstCompile}) must follow the last upload (event ${lastUpload})`);
   assert(!r.info.from_cache && r.info.wasm_memory_bytes > 0, JSON.stringify(r.info));
-  console.log(`     ${manifest.shards.length} shards, ${total} bytes, load ${r.info.load_ms.toFixed(0)} ms, wasm memory ${(r.info.wasm_memory_bytes / 2 ** 20).toFixed(1)} MiB, ${r.info.device}`);
+  console.log(`     ${manifest.shards.length} shards, ${total} bytes, load ${r.info.load_ms.toFixed(0)} ms, wasm memory ${(r.info.wasm_memory_bytes / 2 ** 20).toFixed(1)} MiB, ${r.info.device}, subgroups ${r.info.subgroups}`);
 });
 
 await s.test('greedy chat with an image streams exactly the native CLI answer', async () => {
@@ -106,13 +110,14 @@ await s.test('an image given by a URL relative to the page is fetched from there
   assertEq(r.ids, want.ids, 'ids with an image URL');
 });
 
-await s.test('the same API runs in the page thread ({ worker: false })', async () => {
+await s.test('the same API runs in the page thread ({ worker: false }), here without subgroups', async () => {
   const r = await page.evaluate(async (u) => {
-    const local = await MGM.load(u, { worker: false, cache: false });
+    const local = await MGM.load(u, { worker: false, cache: false, subgroups: false });
     const out = await ask(local);
     await local.unload();
-    return out;
+    return { ...out, subgroups: local.info.subgroups };
   }, url('tiny'));
+  assertEq(r.subgroups, 0, 'subgroups asked off');
   assertEq(r.ids, want.ids, 'in-thread ids');
 });
 

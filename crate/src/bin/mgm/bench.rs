@@ -140,7 +140,7 @@ fn runs(a: &Args) -> Result<Vec<(Backend, Ops)>> {
 /// Selects the ops for a run; returns the device, its label and which ops run.
 fn start(backend: Backend, ops: Ops) -> Result<(burn::tensor::Device, String, &'static str)> {
     mgm::ops::kernels::BURN_ONLY.store(ops == Ops::Burn, std::sync::atomic::Ordering::Relaxed);
-    device::allow_subgroups(ops != Ops::NoSubgroups);
+    device::cap_subgroups(if ops == Ops::NoSubgroups { 0 } else { usize::MAX });
     let (device, desc) = device::init(backend)?;
     let label = match (ops, backend) {
         (Ops::Burn, _) => "Burn's ops (before the kernels)",
@@ -519,6 +519,11 @@ fn table(labels: [&str; 2], cols: &[&str], rows: &[(String, String, Vec<f64>)], 
 }
 
 
+/// Largest |got - want|, infinite where `got` is not finite.
+fn max_diff(got: &[f32], want: &[f32]) -> f32 {
+    got.iter().zip(want).map(|(a, b)| if a.is_finite() { (a - b).abs() } else { f32::INFINITY }).fold(0f32, f32::max)
+}
+
 /// The matrix kernel against Burn's matmul on the same device, for Gemma-2B's decode and
 /// prefill shapes: milliseconds per product and the largest difference.
 fn run_kernels(a: &Args) -> Result<()> {
@@ -549,6 +554,7 @@ fn run_kernels(a: &Args) -> Result<()> {
                 Tensor::<2>::from_data(TensorData::new(quant::decode(&stored, n * k, storage), [n, k]), &device)
             };
             let ours = Matrix::from_stored(&stored, n, k, storage, &device);
+            let cubek = storage.is_quantized().then(|| crate::cubek_gemv::CubekGemv::new(&stored, n, k, storage, &device));
             for m in [1usize, 32] {
                 let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; m * k], [m, k]), &device);
                 let t = now_ms();
@@ -567,10 +573,22 @@ fn run_kernels(a: &Args) -> Result<()> {
                     let (t_glu, _) = time(&|| ops::glu(x.clone(), &ours, ops::Act::Gelu))?;
                     eprintln!("  glu: {t_glu:.1} ms");
                 }
-                let err = got.iter().zip(&want).map(|(a, b)| if a.is_finite() { (a - b).abs() } else { f32::INFINITY }).fold(0f32, f32::max);
+                let err = max_diff(&got, &want);
                 eprintln!("[{m}x{k}] x [{n}x{k}]^T {storage:?}: burn {t_burn:.1} ms, ours {t_ours:.1} ms, max diff {err:.1e}");
                 rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "burn".to_string(), vec![t_burn, err as f64]));
                 rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "ours".to_string(), vec![t_ours, err as f64]));
+                // cubek's decode GEMV (one row only), where it takes the shape.
+                if let Some(cubek) = cubek.as_ref().filter(|_| m == 1) {
+                    match cubek.run(&x) {
+                        Ok(_) => {
+                            let (t, got) = time(&|| cubek.run(&x).expect("ran once"))?;
+                            let err = max_diff(&got, &want);
+                            eprintln!("  cubek quant_gemv {t:.1} ms, max diff {err:.1e}");
+                            rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "cubek quant_gemv".to_string(), vec![t, err as f64]));
+                        }
+                        Err(e) => eprintln!("  {e}"),
+                    }
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod cubek_gemv;
 mod convert;
 mod generate;
 

@@ -2,7 +2,7 @@
 //! [`Format`]. One invocation owns one weight row and `tm` rows of x: each 32-value block of W is
 //! decoded once into registers and used for all `tm` rows, so decode (m = 1, tm = 1) and prefill
 //! share one kernel. Lanes of a workgroup take consecutive weight rows and read the same x, or,
-//! where the device has subgroups of 8 lanes, share it through subgroup broadcasts.
+//! where the device has subgroups of a fixed size, share it through subgroup broadcasts.
 
 use burn::backend::wgpu::CubeTensor;
 use burn::tensor::Tensor;
@@ -53,8 +53,8 @@ pub struct Variant {
     pub act: Epilogue,
     /// W stacks [gate; up] (each n rows): y = act(x gateᵀ) * (x upᵀ).
     pub glu: bool,
-    /// x is shared through broadcasts in subgroups of 8 lanes instead of read by every lane.
-    pub plane: bool,
+    /// Lanes (2, 4 or 8) that share x through subgroup broadcasts; 0: every lane reads it.
+    pub plane: usize,
 }
 
 /// Each invocation computes a tm x tn tile of y, eight values of k at a time: eight decoded
@@ -98,7 +98,7 @@ pub fn matmul<N: Size>(
         }
     }
     // x is bound as vectors of 4, or of 1 when each lane reads one value.
-    let xv = comptime![if v.plane { 1usize } else { 4usize }];
+    let xv = comptime![if v.plane > 0 { 1usize } else { 4usize }];
     let mut xrow = Array::<usize>::new(tm);
     #[unroll]
     for i in 0..tm {
@@ -126,15 +126,21 @@ pub fn matmul<N: Size>(
                     wv[comptime![r * 8 + 4 + t]] = hi.extract(t) * d[r];
                 }
             }
-            if comptime![v.plane] {
-                // Lane l of each 8 reads value l of the chunk and broadcasts it: CPU
+            if comptime![v.plane > 0] {
+                // Lane l of p reads values l, l + p, … of the chunk and broadcasts them: CPU
                 // adapters pay per lane for every load, and broadcasts cost a register move.
+                let (p, per) = comptime![(v.plane, 8 / v.plane)];
+                let lane = UNIT_POS_PLANE as usize % p;
+                let mut mine = Array::<f32>::new(per);
                 #[unroll]
                 for i in 0..tm {
-                    let mine = x[xrow[i] + b * 32 + c * 8 + UNIT_POS_PLANE as usize].extract(0usize);
+                    #[unroll]
+                    for q in 0..per {
+                        mine[q] = x[xrow[i] + b * 32 + c * 8 + q * p + lane].extract(0usize);
+                    }
                     #[unroll]
                     for t in 0..8usize {
-                        let xt = plane_broadcast(mine, comptime![t as u32]);
+                        let xt = plane_broadcast(mine[comptime![t / p]], comptime![(t % p) as u32]);
                         #[unroll]
                         for r in 0..comptime![parts * tn] {
                             acc[comptime![r * tm + i]] += wv[comptime![r * 8 + t]] * xt;
@@ -192,18 +198,22 @@ pub fn matmul<N: Size>(
 /// --kernels` on lavapipe: one x row, 4 weight rows each; several, 8 x 16 tiles (2x Burn's f32
 /// matmul; 4 x 8 was 1.4x); with x shared through subgroups, 16 x 8 (1.85x the 8 x 16 tiles
 /// without; 32 x 16 was 10% faster again but took 10x as long to compile).
-fn tile(m: usize, plane: bool) -> (usize, usize) {
+fn tile(m: usize, plane: usize) -> (usize, usize) {
     match (m, plane) {
         (1, _) => (1, 4),
-        (_, false) => (8, 16),
-        (_, true) => (16, 8),
+        (_, 0) => (8, 16),
+        _ => (16, 8),
     }
 }
 
-/// Whether x goes through subgroup broadcasts: the device has subgroup operations on 8 lanes
-/// (lavapipe on AVX2; browsers do not get subgroups from wgpu yet).
-fn plane() -> bool {
-    crate::device::subgroup_size() == 8
+/// Lanes sharing x through subgroup broadcasts, 0 for none: the device's fixed subgroup size
+/// where it divides a chunk's 8 values (lavapipe on AVX2: 8; Chromium's SwiftShader: 4). GPUs'
+/// 32 or 64 lanes could share through their first 8, untested without a GPU: not used.
+fn plane() -> usize {
+    match crate::device::subgroup_size() {
+        p @ (2 | 4 | 8) => p,
+        _ => 0,
+    }
 }
 
 /// Lanes per workgroup: 64, fewer (in whole subgroups) when the matrix has fewer rows to cover.
@@ -227,7 +237,7 @@ fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<Cu
             &client,
             CubeCount::Static(n.div_ceil(lanes * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1),
             CubeDim::new_1d(lanes as u32),
-            if variant.plane { 1 } else { 4 },
+            if variant.plane > 0 { 1 } else { 4 },
             x.clone().into_buffer_arg(),
             values.into_buffer_arg(),
             scales.into_buffer_arg(),
