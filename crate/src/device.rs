@@ -75,16 +75,11 @@ fn note_subgroups(has_subgroups: bool, info: &wgpu::AdapterInfo) {
     SUBGROUP_SIZE.store(size, Ordering::Relaxed);
 }
 
-/// The subgroup size kernels may rely on, or 0 when they must not use subgroup operations.
+/// The subgroup size kernels may rely on, or 0 when they must not use subgroup operations. Under
+/// a cap the first `cap` lanes of each subgroup act as one (broadcasts read from them), so a
+/// device with 8 lanes runs the kernels as one with 4 would.
 pub fn subgroup_size() -> usize {
-    let cap = SUBGROUP_CAP.load(Ordering::Relaxed);
-    match SUBGROUP_SIZE.load(Ordering::Relaxed) {
-        size if size <= cap => size,
-        // The first `cap` lanes of a larger subgroup form a smaller one (broadcasts read from
-        // them), so a device with 8 lanes runs the kernels as one with 4 would.
-        _ if cap > 0 && cap.is_power_of_two() => cap,
-        _ => 0,
-    }
+    SUBGROUP_SIZE.load(Ordering::Relaxed).min(SUBGROUP_CAP.load(Ordering::Relaxed))
 }
 
 /// Kernels use subgroups of at most `lanes` (0: none), for tests and benchmarks of the forms
