@@ -1,8 +1,8 @@
 // The browser benchmark: ?bundle=URL (default: the site's model) &tokens=N (new tokens, default 32)
 // &image=URL (default: bench.png, which scripts/site.sh copies from the test fixtures; `none` for a
 // text-only prompt) &passes=N (default 2: the last is reported, the first compiles kernels; 0
-// measures the load only) &subgroups=0 (load without subgroup operations). Results land in the
-// table and in window.__bench.
+// measures the load only) &subgroups=0 (load without subgroup operations) &worker=0 (the engine on
+// the page thread). Results land in the table and in window.__bench.
 import { MGM } from './pkg/src/index.js';
 
 const params = new URLSearchParams(location.search);
@@ -16,7 +16,7 @@ async function run() {
   if (!support.supported) throw new Error(support.reason);
   status(`loading ${url}`);
   const subgroups = params.get('subgroups') !== '0';
-  const engine = await MGM.load(url, { cache: false, subgroups, onProgress: (p) => status(`${p.phase} ${p.loaded} / ${p.total}`) });
+  const engine = await MGM.load(url, { cache: false, subgroups, worker: params.get('worker') !== '0', onProgress: (p) => status(`${p.phase} ${p.loaded} / ${p.total}`) });
   const image = params.get('image') ?? 'bench.png';
   const content = [{ type: 'text', text: 'Describe the image in detail.' }];
   if (image !== 'none') content.unshift({ type: 'image', image });
@@ -28,6 +28,8 @@ async function run() {
   const ttft = [];
   const messages = [{ role: 'user', content }];
   for (let pass = 1; pass <= passes; pass++) {
+    // tests/browser/bench.mjs --profile starts Chromium's profiler here.
+    if (pass === passes) await window.__beforeLastPass?.();
     status(`chat, pass ${pass} of ${passes}`);
     // Each pass is a new conversation: nothing comes from the previous one's cache.
     await engine.resetChat();

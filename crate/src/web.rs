@@ -25,9 +25,22 @@ fn js_error(e: MgmError) -> JsValue {
     err.into()
 }
 
-/// A panic is a bug: say so in the console (the module cannot continue after one).
+unsafe extern "C" {
+    /// The static constructors (cubecl registers its IR names through `inventory`), synthesized
+    /// by the linker.
+    fn __wasm_call_ctors();
+}
+
+/// Runs once, when the module is instantiated. It runs the static constructors itself: without
+/// that explicit call the linker treats the module as a one-call "command" and wraps every
+/// export, each callback from the browser included, in a call to all of them (most of the time
+/// the CPU spent per kernel launch in a browser). A panic is a bug: say so in the console (the
+/// module cannot continue after one).
 #[wasm_bindgen(start)]
 pub fn start() {
+    // SAFETY: called once, before any other export runs; inventory's constructors only link
+    // statics into its registries.
+    unsafe { __wasm_call_ctors() };
     std::panic::set_hook(Box::new(|info| gloo::console::error!(format!("mgm: internal error (please report): {info}"))));
 }
 

@@ -5,6 +5,9 @@
 // Without a bundle it benchmarks the tiny demo bundle. The last of --passes runs is reported (the
 // first compiles kernels); the native baseline runs once, as a user would run the CLI.
 // --no-subgroups first runs the page on an engine loaded without subgroup operations (a row of its own).
+// --profile runs the engine on the page thread and prints where that thread spent the last pass
+// (functions by self time, from Chromium's sampling profiler; names need a build without wasm-opt:
+// scripts/build-pkg.sh --names).
 import fs from 'node:fs';
 import path from 'node:path';
 import { buildSite, launch, mgm, newPage, serve, OUT } from './harness.mjs';
@@ -20,21 +23,45 @@ const passes = Number(opt('--passes', '2'));
 const flag = (name) => args.includes(name) && !!args.splice(args.indexOf(name), 1);
 const noImage = flag('--no-image');
 const withoutSubgroups = flag('--no-subgroups');
+const profile = flag('--profile');
 const site = buildSite(path.join(OUT, 'bench-site'));
 const bundles = args.length ? args.map((a) => path.resolve(a)) : [path.join(site, 'models/demo')];
 for (const [k, b] of bundles.entries()) if (k > 0 || args.length) fs.symlinkSync(b, path.join(site, 'models', `bench-${k}`));
 
 const server = await serve(site);
 const browser = await launch();
-const page = await newPage(await browser.newContext());
+const context = await browser.newContext();
+const page = await newPage(context);
 page.on('console', (m) => m.text().startsWith('bench:') && console.log(`     ${m.text()}`));
+const cdp = profile ? await context.newCDPSession(page) : null;
+if (profile) {
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+  await page.exposeFunction('__beforeLastPass', () => cdp.send('Profiler.start'));
+}
 const rows = [];
+
+/// The page thread's busiest functions (self time) in a CPU profile.
+function printProfile({ nodes, samples, timeDeltas }) {
+  const byId = new Map(nodes.map((n) => [n.id, n.callFrame]));
+  const self = new Map();
+  let total = 0;
+  samples.forEach((id, i) => {
+    const c = byId.get(id);
+    const key = `${c.functionName || '(anonymous)'} ${c.url.split('/').pop()}`;
+    self.set(key, (self.get(key) ?? 0) + timeDeltas[i] / 1e3);
+    total += timeDeltas[i] / 1e3;
+  });
+  console.log(`     profile of the last pass, page thread, ${total.toFixed(0)} ms sampled:`);
+  for (const [k, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`     ${ms.toFixed(1).padStart(9)} ms  ${k.slice(0, 140)}`);
+}
 for (const [k, dir] of bundles.entries()) {
   const name = args.length ? `bench-${k}` : 'demo';
   const open = async (query) => {
-    await page.goto(`${server.url}/bench.html?bundle=models/${name}/&tokens=${tokens}&passes=${passes}${noImage ? '&image=none' : ''}${query}`);
+    await page.goto(`${server.url}/bench.html?bundle=models/${name}/&tokens=${tokens}&passes=${passes}${noImage ? '&image=none' : ''}${profile ? '&worker=0' : ''}${query}`);
     const r = await page.evaluate(() => window.__bench);
     if (r.error) throw new Error(`${dir}: ${r.error}`);
+    if (profile) printProfile((await cdp.send('Profiler.stop')).profile);
     return r;
   };
   const without = withoutSubgroups ? await open('&subgroups=0') : null;

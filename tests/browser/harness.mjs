@@ -20,9 +20,10 @@ export function mgm(args) {
   return r.stdout;
 }
 
+// MGM_JS_FLAGS passes flags to V8 (e.g. --no-liftoff: every wasm function optimised from the start).
 export const CHROMIUM_ARGS = [
   '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu',
+  '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu', ...(process.env.MGM_JS_FLAGS ? [`--js-flags=${process.env.MGM_JS_FLAGS}`] : []),
 ];
 
 export function launch() {

@@ -168,12 +168,22 @@ async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRe
     Ok(ChatReply { prompt, generation, text, image_prompt, image_ms, attention })
 }
 
-/// One small request down the whole path (a blank image when the model has a vision half, a
+/// A small PNG, so that warming up also runs (and, in a browser, compiles) the image decoder
+/// and the resizes on a real picture's path.
+fn warm_up_image() -> Result<Image> {
+    let rgb = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+    let mut png = Vec::new();
+    rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| crate::error::MgmError::Input(format!("warm-up image: {e}")))?;
+    Ok(Image::Encoded(png))
+}
+
+/// One small request down the whole path (a small image when the model has a vision half, a
 /// question of about 64 tokens, two new tokens) on the model cut to one layer of each kind, so
 /// every kernel a real question needs is compiled, and buffers of a typical question's sizes are
 /// in the allocator's pool, before the first one.
 pub async fn warm_up(model: &Mgm, tok: &Tokenizer) -> Result<()> {
-    let images = if model.vision.is_some() { vec![Image::Rgba { width: 1, height: 1, data: vec![128, 128, 128, 255] }] } else { vec![] };
+    let images = if model.vision.is_some() { vec![warm_up_image()?] } else { vec![] };
     let req = ChatRequest {
         turns: vec![(Role::User, "Describe this picture, please. ".repeat(8))],
         images,
