@@ -96,8 +96,13 @@ await s.test('regenerate replaces the last answer (greedy: with the same text)',
 
 await s.test('stop ends an answer mid-way and the page keeps working', async () => {
   await ask('Tell me more.', [], 200);
-  await page.waitForFunction(() => document.querySelector('#messages li.assistant:last-child .text')?.textContent.length > 0);
-  await page.click('#stop');
+  // Clicked from inside the page as soon as the first text shows: the tiny model writes 200
+  // tokens in about a second, less than Playwright's own click takes to check the button.
+  await page.waitForFunction(() => {
+    if (!(document.querySelector('#messages li.assistant:last-child .text')?.textContent.length > 0)) return false;
+    document.getElementById('stop').click();
+    return true;
+  });
   await idle();
   assertEq(await page.evaluate(() => window.mgmPage.last.finish_reason), 'abort', 'finish reason');
   assert(/^Stopped\./.test(await text('#messages li.assistant .stats')), await text('#messages li.assistant .stats'));
