@@ -6,8 +6,8 @@
 // first compiles kernels); the native baseline runs once, as a user would run the CLI.
 // --no-subgroups first runs the page on an engine loaded without subgroup operations (a row of its own).
 // --profile runs the engine on the page thread and prints where that thread spent the last pass
-// (functions by self time, from Chromium's sampling profiler; names need a build without wasm-opt:
-// scripts/build-pkg.sh --names).
+// (functions by self time, from Chromium's sampling profiler; wasm function names need a build
+// that keeps them: scripts/build-pkg.sh --names).
 import fs from 'node:fs';
 import path from 'node:path';
 import { buildSite, launch, mgm, newPage, serve, OUT } from './harness.mjs';
