@@ -4,13 +4,14 @@
 #                                   then wasm-opt -Oz (npm's binaryen, pinned in pkg/package-lock.json)
 #   scripts/build-pkg.sh --dev      dev profile, no wasm-opt: quicker to build, 4x larger
 #   scripts/build-pkg.sh --names    the shipped module with its function names kept (for profiles)
+#   MGM_FEATURES=fusion scripts/…   with the crate's cargo features (A/B runs of Burn's fusion)
 # Prints the module's raw, gzip and brotli sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=wasm-release
 [[ "${1:-}" == "--dev" ]] && profile=dev
 names=(); [[ "${1:-}" == "--names" ]] && names=(-g)
-cargo build -p mgm --lib --target wasm32-unknown-unknown --profile "$profile"
+cargo build -p mgm --lib --target wasm32-unknown-unknown --profile "$profile" ${MGM_FEATURES:+--features "$MGM_FEATURES"}
 dir=$profile; [[ $profile == dev ]] && dir=debug
 built="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/mgm.wasm"
 # A module the linker took for a one-call "command" runs every static constructor at the top of

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
-use common::{assert_close, devices, fixture, max_abs_diff, read, Reference};
+use common::{assert_close, devices, fixture, max_abs_diff, read, request, Reference};
 use mgm::generate::prompt::Prompt;
 use mgm::preprocess::Image;
 use mgm::generate::{generate, GenerateOptions, Sampling};
@@ -15,7 +15,7 @@ use mgm::model::gemma::Logits;
 use mgm::model::layers::Linear;
 use mgm::ops::Matrix;
 use mgm::rng::Rng;
-use mgm::text::template::{Role, Template};
+use mgm::text::template::Role;
 use mgm::weights::convert::{convert, Preset};
 use mgm::model::Mgm;
 use mgm::text::Tokenizer;
@@ -133,7 +133,7 @@ fn dequantized_model(dir: &Path, device: &burn::tensor::Device) -> (Mgm, ()) {
 
 fn one_image_logits_and_ids(model: &Mgm, tok: &Tokenizer) -> (Vec<f32>, Vec<u32>) {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
-    let prompt = Prompt::chat(model, tok, Template::Gemma, &[(Role::User, "Describe the image.")], &[Image::Encoded(img)], false, false, false, &mut Default::default()).unwrap();
+    let prompt = Prompt::chat(model, tok, &request(&[(Role::User, "Describe the image.")], vec![Image::Encoded(img)]), &mut Default::default()).unwrap();
     let embeds = prompt.embed(model).unwrap();
     let mut cache = model.gemma.new_cache(embeds.dims()[0]);
     let logits = read(model.gemma.forward(embeds.clone(), &mut cache, Logits::All));

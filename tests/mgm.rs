@@ -5,13 +5,14 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{assert_close, devices, fixture, read, Reference};
+use common::{assert_close, devices, fixture, read, request, Reference};
+use mgm::generate::chat::{chat, ChatRequest, Conversation};
 use mgm::generate::prompt::Prompt;
 use mgm::preprocess::Image;
 use mgm::generate::{generate, GenerateOptions, Sampling};
 use mgm::model::gemma::Logits;
 use mgm::model::mining::{windows, PatchMining};
-use mgm::text::template::{image_prompt, Role, Template};
+use mgm::text::template::{image_prompt, Role};
 use mgm::load::dir as load_dir;
 use serde_json::Value;
 
@@ -77,7 +78,8 @@ fn end_to_end_logits_and_greedy_ids_match() {
             let gen_prompt = want["gen"].as_bool().unwrap();
             let turns: Vec<(Role, &str)> = want["turns"].as_array().unwrap().iter()
                 .map(|t| (if t[0] == "user" { Role::User } else { Role::Model }, t[1].as_str().unwrap())).collect();
-            let prompt = Prompt::chat(&model, &tok, Template::Gemma, &turns, &images, gen_prompt, false, false, &mut Default::default()).unwrap();
+            let req = ChatRequest { gen_prompt, ..request(&turns, images) };
+            let prompt = Prompt::chat(&model, &tok, &req, &mut Default::default()).unwrap();
             assert_eq!(prompt.ids(), ids(&want["prompt_ids"]), "{dev} {case} prompt ids");
             let embeds = prompt.embed(&model).unwrap();
             if case == "one_image" {
@@ -108,35 +110,27 @@ fn prompts_that_do_not_fit_are_errors() {
     let img = std::fs::read(fixture("images/portrait.png")).unwrap();
     // 16 image tokens + text over tokenizer_model_max_length (200): an error, never a silent cut.
     let long = "word ".repeat(300);
-    let prompt = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, &long)], &[Image::Encoded(img.clone())], false, false, false, &mut Default::default()).unwrap();
+    let prompt = Prompt::chat(&model, &tok, &request(&[(Role::User, &long)], vec![Image::Encoded(img.clone())]), &mut Default::default()).unwrap();
     let err = prompt.embed(&model).unwrap_err();
     assert!(err.message().contains("at most 200"), "{err}");
-    let err = Prompt::chat(&model, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(b"not an image".to_vec())], false, false, false, &mut Default::default()).err().unwrap();
+    let err = Prompt::chat(&model, &tok, &request(&[(Role::User, "hi")], vec![Image::Encoded(b"not an image".to_vec())]), &mut Default::default()).err().unwrap();
     assert!(err.message().starts_with("image 1: not an image"), "{err}");
     let (gemma_only, tok) = load_dir(&fixture("gemma_mqa"), &device, &mut |_| {}).unwrap();
-    let err = Prompt::chat(&gemma_only, &tok, Template::Gemma, &[(Role::User, "hi")], &[Image::Encoded(img)], false, false, false, &mut Default::default()).err().unwrap();
+    let err = Prompt::chat(&gemma_only, &tok, &request(&[(Role::User, "hi")], vec![Image::Encoded(img)]), &mut Default::default()).err().unwrap();
     assert!(err.message().contains("no vision tower"), "{err}");
 }
 
 #[test]
 fn follow_ups_reuse_the_cache_and_give_the_reference_ids() {
-    use mgm::generate::chat::{chat, ChatRequest, Conversation};
     let want = &meta()["cases"]["multi_turn"];
     let turns: Vec<(Role, String)> = want["turns"].as_array().unwrap().iter()
         .map(|t| (if t[0] == "user" { Role::User } else { Role::Model }, t[1].as_str().unwrap().to_string())).collect();
     let image = || Image::Encoded(std::fs::read(fixture("images").join(want["images"][0].as_str().unwrap())).unwrap());
     for (dev, device) in devices() {
         let (model, tok) = load_dir(&fixture("mgm_tiny"), &device, &mut |_| {}).unwrap();
-        let request = |turns: &[(Role, String)], images| ChatRequest {
-            turns: turns.to_vec(),
-            images,
-            template: Template::Gemma,
-            gen_prompt: false,
-            raw_prompt: false,
-            options: GenerateOptions { max_new_tokens: 16, sampling: Sampling::default(), stop_ids: tok.stop_ids(), prompt_logits: false },
-            attention: false,
-            keep_aux: false,
-        };
+        // As `common::request`, but stopping where the reference did.
+        let options = GenerateOptions { max_new_tokens: 16, sampling: Sampling::default(), stop_ids: tok.stop_ids(), prompt_logits: false };
+        let request = |turns: &[(Role, String)], images| ChatRequest::new(turns.to_vec(), images, options.clone());
         let mut conv = Conversation::default();
         let ask = |conv: &mut Conversation, req: &ChatRequest| pollster::block_on(chat(conv, &model, &tok, req, &mut |_, _| true)).unwrap();
         // The first question, then the follow-up: its prefix up to the model's turn is cached,

@@ -5,10 +5,20 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use mgm::device::{self, Backend};
+use mgm::generate::chat::ChatRequest;
+use mgm::generate::{GenerateOptions, Sampling};
+use mgm::preprocess::Image;
+use mgm::text::template::Role;
 use safetensors::{Dtype, SafeTensors};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+/// `turns` and `images` under Gemma's template; greedy, up to 16 new tokens, no stop ids.
+pub fn request(turns: &[(Role, &str)], images: Vec<Image>) -> ChatRequest {
+    let options = GenerateOptions { max_new_tokens: 16, sampling: Sampling::default(), stop_ids: vec![], prompt_logits: false };
+    ChatRequest::new(turns.iter().map(|&(r, t)| (r, t.to_string())).collect(), images, options)
 }
 
 /// Every backend a test must pass on: the CPU (flex) and wgpu (lavapipe's Vulkan without a GPU).

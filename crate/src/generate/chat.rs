@@ -31,6 +31,13 @@ pub struct ChatRequest {
     pub keep_aux: bool,
 }
 
+impl ChatRequest {
+    /// `turns` and `images` under Gemma's chat template, messages as text, nothing extra.
+    pub fn new(turns: Vec<(Role, String)>, images: Vec<Image>, options: GenerateOptions) -> ChatRequest {
+        ChatRequest { turns, images, template: Template::Gemma, gen_prompt: false, raw_prompt: false, options, attention: false, keep_aux: false }
+    }
+}
+
 pub struct ChatReply {
     pub prompt: Prompt,
     pub generation: Generation,
@@ -109,8 +116,7 @@ pub async fn chat(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &C
 
 async fn run(conv: &mut Conversation, model: &Mgm, tok: &Tokenizer, req: &ChatRequest, on_text: &mut dyn FnMut(u32, &str) -> bool) -> Result<ChatReply> {
     let t0 = crate::device::now_ms();
-    let turns: Vec<(Role, &str)> = req.turns.iter().map(|(r, t)| (*r, t.as_str())).collect();
-    let prompt = Prompt::chat(model, tok, req.template, &turns, &req.images, req.gen_prompt, req.raw_prompt, req.keep_aux, &mut conv.images)?;
+    let prompt = Prompt::chat(model, tok, req, &mut conv.images)?;
     let positions = prompt.positions();
     // Reuse the longest common prefix, but always run the last position: its logits start the
     // answer. Prompt logits (`--dump`) need every position.
@@ -205,15 +211,7 @@ pub async fn warm_up(model: &Mgm, tok: &Tokenizer) -> Result<()> {
 async fn warm_up_once(model: &Mgm, tok: &Tokenizer, image: bool) -> Result<()> {
     let images = if image && model.vision.is_some() { vec![warm_up_image()?] } else { vec![] };
     let (text, max_new_tokens) = if image { ("Describe this picture, please. ".repeat(8), 2) } else { ("Hi.".to_string(), 1) };
-    let req = ChatRequest {
-        turns: vec![(Role::User, text)],
-        images,
-        template: Template::Gemma,
-        gen_prompt: false,
-        raw_prompt: false,
-        options: GenerateOptions { max_new_tokens, sampling: Default::default(), stop_ids: vec![], prompt_logits: false },
-        attention: false,
-        keep_aux: false,
-    };
+    let options = GenerateOptions { max_new_tokens, sampling: Default::default(), stop_ids: vec![], prompt_logits: false };
+    let req = ChatRequest::new(vec![(Role::User, text)], images, options);
     chat(&mut Conversation::default(), model, tok, &req, &mut |_, _| true).await.map(|_| ())
 }

@@ -11,7 +11,8 @@ use crate::error::{MgmError, Result};
 use crate::model::mgm::ImageFeatures;
 use crate::model::Mgm;
 use crate::preprocess::{preprocess, Image};
-use crate::text::template::{pieces, render, sentinel_ids, Piece, Role, Template};
+use super::chat::ChatRequest;
+use crate::text::template::{pieces, render, sentinel_ids, Piece, Role};
 use crate::text::Tokenizer;
 
 /// What one position of the decoder's input is: a token, or row `row` of the image whose
@@ -47,23 +48,14 @@ pub struct Prompt {
 }
 
 impl Prompt {
-    /// A conversation ending with a user turn. As in MGM's CLI, the images go in front of the
-    /// first user message and ` <GEN>` (when `gen_prompt`) after the last one; completed model
-    /// turns end with `<eos>`. Messages are text unless `raw` (MGM's parsing, see
-    /// [`pieces`]). Images found in `cache` are not encoded again; `cache` ends up
+    /// `req`'s conversation, which ends with a user turn. As in MGM's CLI, the images go in
+    /// front of the first user message and ` <GEN>` (when `gen_prompt`) after the last one;
+    /// completed model turns end with `<eos>`. Messages are text unless `raw_prompt` (MGM's
+    /// parsing, see [`pieces`]). Images found in `cache` are not encoded again; `cache` ends up
     /// holding exactly this prompt's images. `keep_aux` keeps each HR map (for `--dump`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn chat(
-        model: &Mgm,
-        tok: &Tokenizer,
-        template: Template,
-        turns: &[(Role, &str)],
-        images: &[Image],
-        gen_prompt: bool,
-        raw: bool,
-        keep_aux: bool,
-        cache: &mut ImageCache,
-    ) -> Result<Self> {
+    pub fn chat(model: &Mgm, tok: &Tokenizer, req: &ChatRequest, cache: &mut ImageCache) -> Result<Self> {
+        let (images, keep_aux) = (&req.images, req.keep_aux);
+        let turns: Vec<(Role, &str)> = req.turns.iter().map(|(r, t)| (*r, t.as_str())).collect();
         if !matches!(turns.last(), Some((Role::User, text)) if !text.is_empty()) {
             bail!(Input, "the prompt is empty: a conversation must end with a non-empty user message");
         }
@@ -72,7 +64,7 @@ impl Prompt {
             (Some(v), false) => Some(v),
             (None, false) => bail!(Input, "this model has no vision tower, so it cannot take images"),
         };
-        let pieces = pieces(tok, render(template, turns, images.len(), gen_prompt), raw)?;
+        let pieces = pieces(tok, render(req.template, &turns, images.len(), req.gen_prompt), req.raw_prompt)?;
         let hashes: Vec<u64> = images.iter().map(image_hash).collect();
         cache.retain(|h, f| hashes.contains(h) && (f.aux.is_some() || !keep_aux));
         let (mut encoded, mut fresh) = (Vec::new(), false);

@@ -10,7 +10,7 @@ use mgm::device::{self, Backend};
 use mgm::error::{MgmError, Result};
 use mgm::generate::chat::{chat, ChatRequest, Conversation};
 use mgm::preprocess::Image;
-use mgm::text::template::{Role, Template};
+use mgm::text::template::Role;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -69,16 +69,8 @@ pub fn run(a: Args) -> Result<()> {
             conv.clear();
         }
         turns.push((Role::User, line.to_string()));
-        let request = ChatRequest {
-            turns: turns.clone(),
-            images: images.clone(),
-            template: Template::Gemma,
-            gen_prompt: false,
-            raw_prompt: a.raw_prompt,
-            options: a.sampling.options(tok.stop_ids(), false),
-            attention: false,
-            keep_aux: false,
-        };
+        let options = a.sampling.options(tok.stop_ids(), false);
+        let request = ChatRequest { raw_prompt: a.raw_prompt, ..ChatRequest::new(turns.clone(), images.clone(), options) };
         let reply = pollster::block_on(chat(&mut conv, &model, &tok, &request, &mut |_, text| {
             if !a.json {
                 print!("{text}");

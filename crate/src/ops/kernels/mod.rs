@@ -36,14 +36,21 @@ pub fn cube_device(device: &Device) -> Option<CubeDevice> {
 }
 
 /// The contiguous f32 buffer behind a float tensor.
-pub(crate) fn float<const D: usize>(t: Tensor<D>) -> CubeTensor {
-    let t = into_contiguous(t.try_into_primitive::<Cube>().expect("a float tensor on wgpu"));
+pub fn float<const D: usize>(t: Tensor<D>) -> CubeTensor {
+    let t = t.try_into_primitive::<Cube>().expect("a float tensor on wgpu");
+    #[cfg(feature = "fusion")]
+    let t = t.client.clone().resolve_tensor_float::<burn_cubecl::CubeBackend>(t);
+    let t = into_contiguous(t);
     assert_eq!(t.dtype, DType::F32, "kernels take f32 activations");
     t
 }
 
-pub(crate) fn words(t: &Tensor<1, Int>) -> CubeTensor {
-    into_contiguous(t.clone().try_into_primitive::<Cube>().expect("a u32 tensor on wgpu"))
+/// The contiguous u32 buffer behind an int tensor (a weight's stored words).
+pub fn words(t: &Tensor<1, Int>) -> CubeTensor {
+    let t = t.clone().try_into_primitive::<Cube>().expect("a u32 tensor on wgpu");
+    #[cfg(feature = "fusion")]
+    let t = t.client.clone().resolve_tensor_int::<burn_cubecl::CubeBackend>(t);
+    into_contiguous(t)
 }
 
 /// A new contiguous f32 buffer on `like`'s device.
@@ -51,8 +58,52 @@ pub(crate) fn empty(like: &CubeTensor, shape: impl Into<Shape>) -> CubeTensor {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape.into(), DType::F32)
 }
 
-pub(crate) fn wrap<const D: usize>(t: CubeTensor) -> Tensor<D> {
-    Tensor::from_primitive::<Cube>(t)
+/// A kernel's output as a Burn tensor.
+pub fn wrap<const D: usize>(t: CubeTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Cube>(handle(t))
+}
+
+/// What Burn's tensors hold on wgpu: the buffer itself, or with `fusion` a handle to it.
+#[cfg(not(feature = "fusion"))]
+fn handle(t: CubeTensor) -> CubeTensor {
+    t
+}
+#[cfg(feature = "fusion")]
+use fused::register as handle;
+
+/// With Burn's `fusion` (the crate feature, for A/B runs) tensors are handles in a fusion stream:
+/// `float` and `words` run the stream up to a kernel's inputs and take their buffers; a kernel's
+/// output goes back into the stream as an operation that has already run.
+#[cfg(feature = "fusion")]
+mod fused {
+    use burn::backend::fusion::stream::{Operation, StreamId};
+    use burn::backend::fusion::{get_client, FusionBackend, FusionRuntime, FusionTensor};
+    use burn::backend::ir::{CustomOpIr, HandleContainer, OperationIr, TensorId, TensorIr};
+    use burn::backend::wgpu::CubeTensor;
+    use burn_cubecl::CubeBackend;
+
+    type Runtime = <CubeBackend as FusionBackend>::FusionRuntime;
+
+    #[derive(Debug)]
+    struct Done {
+        id: TensorId,
+        out: CubeTensor,
+    }
+
+    impl Operation<Runtime> for Done {
+        fn execute(&self, handles: &mut HandleContainer<<Runtime as FusionRuntime>::FusionHandle>) -> Result<(), burn::backend::ExecutionError> {
+            handles.register_float_tensor::<CubeBackend>(&self.id, self.out.clone());
+            Ok(())
+        }
+    }
+
+    pub fn register(out: CubeTensor) -> FusionTensor<Runtime> {
+        let client = get_client::<CubeBackend>(&out.device);
+        let ir = TensorIr::uninit(client.create_empty_handle(), out.meta.shape.clone(), out.dtype);
+        let id = ir.id;
+        let op = OperationIr::Custom(CustomOpIr::new("mgm kernel", &[], &[ir]));
+        client.register(StreamId::current(), op, Done { id, out }).remove(0)
+    }
 }
 
 /// A grid of `cubes` workgroups within WebGPU's 65535 per dimension; kernels index by
@@ -80,7 +131,7 @@ impl Packed {
         let [rows, k] = t.dims();
         let c = float(t);
         let words = CubeTensor::new_contiguous(c.client, c.device, Shape::new([rows * k]), c.handle, DType::U32);
-        Packed { values: Tensor::from_primitive::<Cube>(words), scales: None, format: Format::F32, rows, k }
+        Packed { values: Tensor::from_primitive::<Cube>(handle(words)), scales: None, format: Format::F32, rows, k }
     }
 
     /// Bytes on the device.
