@@ -116,11 +116,9 @@ fn write_shard(path: &Path, tensors: &[(String, Vec<usize>)], rng: &mut Rng) -> 
     for (name, shape) in tensors {
         let n: usize = shape.iter().product();
         // lm_head is a copy of the embedding, as in the released checkpoint.
-        if name == "lm_head.weight" || name == "model.embed_tokens.weight" {
-            if let Some(e) = &embedding {
-                w.write_all(e)?;
-                continue;
-            }
+        if (name == "lm_head.weight" || name == "model.embed_tokens.weight") && let Some(e) = &embedding {
+            w.write_all(e)?;
+            continue;
         }
         let a = if shape.len() > 1 { (3.0 / shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
         let bytes: Vec<u8> = (0..n).flat_map(|_| half::bf16::from_f32(a * (2.0 * rng.uniform() - 1.0)).to_le_bytes()).collect();

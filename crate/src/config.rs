@@ -117,7 +117,7 @@ impl GemmaConfig {
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             bail!(Mismatch, "config.json: {name} must be positive");
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             bail!(
                 Mismatch,
                 "config.json: num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
@@ -125,7 +125,7 @@ impl GemmaConfig {
                 self.num_key_value_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!(Mismatch, "config.json: head_dim ({}) must be even for rotary embeddings", self.head_dim);
         }
         Ok(())
@@ -302,7 +302,7 @@ impl MgmConfig {
             bail!(Mismatch, "config.json: mm_hidden_size_aux {} does not match ConvNeXt dims {:?}", v.mm_hidden_size_aux, v.convnext.dims);
         }
         let stride = 4 << (v.convnext.dims.len() - 1);
-        if c.image_size % c.patch_size != 0 || v.image_size_aux % stride != 0 || (v.image_size_aux / 4) % c.grid() != 0 {
+        if !c.image_size.is_multiple_of(c.patch_size) || !v.image_size_aux.is_multiple_of(stride) || !(v.image_size_aux / 4).is_multiple_of(c.grid()) {
             bail!(
                 Mismatch,
                 "config.json: image sizes do not tile: CLIP {} / patch {}, image_size_aux {} must be a multiple of {stride} whose stride-4 map splits into {}x{} windows",

@@ -208,7 +208,7 @@ fn packed(bytes: &[u8], rows: usize, cols: usize, storage: Storage, device: &Dev
         assert_eq!(cols % 32, 0, "quantized rows are whole blocks");
         let (values, scales) = quant::split_stored(bytes, rows * cols, storage);
         let blocks = cols / 32;
-        let scales = if blocks % 2 == 0 {
+        let scales = if blocks.is_multiple_of(2) {
             scales.to_vec()
         } else {
             scales.chunks(2 * blocks).flat_map(|row| row.iter().copied().chain([0, 0])).collect()

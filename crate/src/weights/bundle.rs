@@ -111,7 +111,7 @@ impl Manifest {
                 bail!(Format, "manifest.json: tensor {} has an impossible shape {:?}", t.name, t.shape);
             }
             let cols: usize = t.shape.iter().skip(1).product();
-            if t.storage.is_quantized() && (t.shape.len() != 2 || cols % quant::BLOCK != 0) {
+            if t.storage.is_quantized() && (t.shape.len() != 2 || !cols.is_multiple_of(quant::BLOCK)) {
                 bail!(Format, "manifest.json: tensor {} is quantized but its rows are not whole blocks of {}", t.name, quant::BLOCK);
             }
             let mut next = 0;
@@ -220,7 +220,7 @@ impl BundleStore {
         let rows = p.rows[1] - p.rows[0];
         // Weight matrices stay in their stored format; vectors and convolution kernels (rows
         // that are not whole blocks of 32) become f32.
-        let part = if e.shape.len() == 2 && cols % quant::BLOCK == 0 {
+        let part = if e.shape.len() == 2 && cols.is_multiple_of(quant::BLOCK) {
             Uploaded::Matrix(Matrix::from_stored(bytes, rows, cols, e.storage, &self.device))
         } else {
             Uploaded::Tensor(Tensor::from_data(TensorData::new(quant::decode(bytes, rows * cols, e.storage), [rows, cols]), &self.device))

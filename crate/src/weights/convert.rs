@@ -90,7 +90,7 @@ impl Preset {
         let gemma = name == EMBEDDING || (name.starts_with("model.layers.") && name.ends_with("_proj.weight"));
         // Linear layers only: CLIP's position embedding is a table, not a matrix to multiply.
         let vision = ["model.vision_tower", "model.vlm_uni", "model.mm_projector"].iter().any(|p| name.starts_with(p)) && !name.contains("embedding");
-        let blockable = shape.len() == 2 && shape[1] % quant::BLOCK == 0;
+        let blockable = shape.len() == 2 && shape[1].is_multiple_of(quant::BLOCK);
         match () {
             _ if shape.len() < 2 => Storage::F32,
             _ if gemma && blockable => self.text,
@@ -231,7 +231,7 @@ pub fn convert(hf_dir: &Path, out_dir: &Path, preset: Preset, shard_bytes: u64, 
         config: serde_json::from_str(&config_text).map_err(|e| MgmError::Format(format!("config.json: {e}")))?,
         tokenizer: "tokenizer.json".into(),
         generation: GenerationDefaults::default(),
-        preset: preset.name().into(),
+        preset: preset.name(),
         shards: w.shards,
         tensors,
     };

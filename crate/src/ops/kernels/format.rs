@@ -3,6 +3,7 @@
 //! - `Q4`: 8 values per u32, lowest nibble first, each nibble q + 8; a f16 scale per 32 values;
 //! - `Q8`: 4 values per u32, lowest byte first, two's complement; a f16 scale per 32 values;
 //! - `F16`: 2 values per u32, low half first; `F32`: the f32 bits.
+//!
 //! Scales are f16 pairs in u32 words, row-major `[rows, cols / 32]`, low half first, each row
 //! starting at a word (a row with an odd number of blocks ends in a padding half).
 

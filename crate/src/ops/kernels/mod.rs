@@ -143,8 +143,8 @@ impl Packed {
     pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Packed {
         let (vw, sw) = (self.k / (32 / self.format.bits()), (self.k / 32).div_ceil(2));
         Packed {
-            values: self.values.clone().slice([rows.start * vw..rows.end * vw]),
-            scales: self.scales.clone().map(|s| s.slice([rows.start * sw..rows.end * sw])),
+            values: self.values.clone().slice(rows.start * vw..rows.end * vw),
+            scales: self.scales.clone().map(|s| s.slice(rows.start * sw..rows.end * sw)),
             rows: rows.len(),
             ..self.clone()
         }
