@@ -206,6 +206,15 @@ fn tile(m: usize, plane: usize) -> (usize, usize) {
     }
 }
 
+impl Variant {
+    /// The bare product of `m` rows of x with a `fmt` matrix, tiled for this device.
+    fn plain(fmt: Format, m: usize) -> Variant {
+        let plane = plane();
+        let (tm, tn) = tile(m, plane);
+        Variant { fmt, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane }
+    }
+}
+
 /// Lanes sharing x through subgroup broadcasts, 0 for none: the device's fixed subgroup size
 /// where it divides a chunk's 8 values (lavapipe on AVX2: 8; Chromium's SwiftShader: 4). GPUs'
 /// 32 or 64 lanes could share through their first 8, untested without a GPU: not used.
@@ -260,9 +269,7 @@ pub fn launch(x: Tensor<2>, p: &Packed, bias: Option<&Tensor<1>>, gamma: Option<
     let m = x.dims()[0];
     let n = if glu { p.rows / 2 } else { p.rows };
     let x = float(x);
-    let plane = plane();
-    let (tm, tn) = tile(m, plane);
-    let variant = Variant { fmt: p.format, tm, tn, bias: bias.is_some(), gamma: gamma.is_some(), residual: residual.is_some(), act, glu, plane };
+    let variant = Variant { bias: bias.is_some(), gamma: gamma.is_some(), residual: residual.is_some(), act, glu, ..Variant::plain(p.format, m) };
     // γ rides in the bias buffer, after the bias: one binding fewer (WebGPU guarantees 8).
     let bias = match (bias, gamma) {
         (Some(b), Some(g)) => Some(float(Tensor::cat(vec![b.clone(), g.clone()], 0))),
@@ -280,13 +287,10 @@ pub fn launch_blocks(x: Tensor<2>, blocks: &[&Packed]) -> Tensor<2> {
     let m = x.dims()[0];
     let total: usize = blocks.iter().map(|p| p.rows).sum();
     let x = float(x);
-    let plane = plane();
-    let (tm, tn) = tile(m, plane);
     let out = empty(&x, [m, total]);
     let mut offset = 0;
     for p in blocks {
-        let variant = Variant { fmt: p.format, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane };
-        run(&x, p, None, None, &out, total, offset, variant);
+        run(&x, p, None, None, &out, total, offset, Variant::plain(p.format, m));
         offset += p.rows;
     }
     wrap(out)
