@@ -103,31 +103,42 @@ fn norms_match_burn() {
 #[test]
 fn attention_matches_burn() {
     let Some((dev, gpu)) = gpu() else { return };
+    // With the device's subgroups (query rows and weights shared through broadcasts), with 4
+    // lanes (SwiftShader) and without.
+    for cap in [usize::MAX, 4, 0] {
+        device::cap_subgroups(cap);
+        attention_matches(&format!("{dev}, subgroups {}", device::subgroup_size()), &gpu);
+    }
+    device::cap_subgroups(usize::MAX);
+}
+
+fn attention_matches(dev: &str, gpu: &Device) {
     let cpu = Device::flex();
     // Grouped-query causal attention with RoPE through the cache: a prefill of 5, a chunk of 3
     // (the causal mask offset by what is cached), then one row (decode).
     for h in [Heads { heads: 4, kv_heads: 2, dim: 16 }, Heads { heads: 8, kv_heads: 1, dim: 32 }] {
         let width = (h.heads + 2 * h.kv_heads) * h.dim;
         let rope = |d: &Device| ops::Rope::new(h.dim, 10000.0, 64, d);
-        let (rg, rc) = (rope(&gpu), rope(&cpu));
-        let (mut cg, mut cc) = (ops::KvCache::new(1, h.kv_heads, h.dim, 6, &gpu), ops::KvCache::new(1, h.kv_heads, h.dim, 6, &cpu));
+        let (rg, rc) = (rope(gpu), rope(&cpu));
+        let (mut cg, mut cc) = (ops::KvCache::new(1, h.kv_heads, h.dim, 6, gpu), ops::KvCache::new(1, h.kv_heads, h.dim, 6, &cpu));
         for (step, n) in [5usize, 3, 1].into_iter().enumerate() {
             let qkv = random(n * width, 10 + step as u64);
             cg.reserve(cg.len() + n);
             cc.reserve(cc.len() + n);
-            let got = read(ops::causal_self_attention(tensor(qkv.clone(), [n, width], &gpu), h, &rg, &mut cg, 0));
+            let got = read(ops::causal_self_attention(tensor(qkv.clone(), [n, width], gpu), h, &rg, &mut cg, 0));
             let want = read(ops::causal_self_attention(tensor(qkv, [n, width], &cpu), h, &rc, &mut cc, 0));
             cg.advance(n);
             cc.advance(n);
             assert_close(&format!("{dev} {h:?} causal attention, {n} rows after {}", cg.len() - n), &got, &want, 1e-4);
         }
     }
-    // CLIP's full attention over q, k and v side by side.
-    let (n, heads, dim) = (19, 4, 16);
-    let qkv = random(n * 3 * heads * dim, 20);
-    let got = read(ops::attention(tensor(qkv.clone(), [n, 3 * heads * dim], &gpu), heads));
-    let want = read(ops::attention(tensor(qkv, [n, 3 * heads * dim], &cpu), heads));
-    assert_close(&format!("{dev} full attention"), &got, &want, 1e-4);
+    // CLIP's full attention over q, k and v side by side; keys over more than one workgroup.
+    for (n, heads, dim) in [(19, 4, 16), (300, 2, 64)] {
+        let qkv = random(n * 3 * heads * dim, 20);
+        let got = read(ops::attention(tensor(qkv.clone(), [n, 3 * heads * dim], gpu), heads));
+        let want = read(ops::attention(tensor(qkv, [n, 3 * heads * dim], &cpu), heads));
+        assert_close(&format!("{dev} full attention, {n} rows, {heads} heads of {dim}"), &got, &want, 1e-4);
+    }
 }
 
 #[test]

@@ -594,5 +594,20 @@ fn run_kernels(a: &Args) -> Result<()> {
     }
     println!("\n{desc}: milliseconds per product (Burn's matmul; Burn's dequantized f32 matmul for several quantized rows)");
     table(["product", "kernel"], &["ms", "max diff"], &rows_out, &[true, false]);
+    // CLIP's attention (577 tokens, 16 heads of 64): the kernels without subgroups, then with the
+    // device's (query rows and softmax weights shared through broadcasts).
+    let (n, heads, dim) = (577, 16, 64);
+    let qkv: Vec<f32> = (0..n * 3 * heads * dim).map(|_| rng.uniform() - 0.5).collect();
+    let qkv = Tensor::<2>::from_data(TensorData::new(qkv, [n, 3 * heads * dim]), &device);
+    let mut rows_att = Vec::new();
+    let (_, want) = time(&|| ops::reference::attention(qkv.clone(), heads))?;
+    for cap in [0, usize::MAX] {
+        device::cap_subgroups(cap);
+        let (t, got) = time(&|| ops::attention(qkv.clone(), heads))?;
+        rows_att.push(("CLIP attention, 577 x 16 x 64".to_string(), format!("ours, subgroups of {}", device::subgroup_size()), vec![t, max_diff(&got, &want) as f64]));
+    }
+    device::cap_subgroups(usize::MAX);
+    println!("\n{desc}: milliseconds per attention (max diff against Burn's ops)");
+    table(["attention", "kernels"], &["ms", "max diff"], &rows_att, &[true, false]);
     Ok(())
 }

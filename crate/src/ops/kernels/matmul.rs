@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use cubecl::prelude::*;
 
 use super::format::{self, Format};
-use super::{empty, float, words, wrap, Packed};
+use super::{empty, float, plane, words, wrap, Packed};
 
 /// What follows the product, per output value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -212,16 +212,6 @@ impl Variant {
         let plane = plane();
         let (tm, tn) = tile(m, plane);
         Variant { fmt, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane }
-    }
-}
-
-/// Lanes sharing x through subgroup broadcasts, 0 for none: the device's fixed subgroup size
-/// where it divides a chunk's 8 values (lavapipe on AVX2: 8; Chromium's SwiftShader: 4). GPUs'
-/// 32 or 64 lanes could share through their first 8, untested without a GPU: not used.
-fn plane() -> usize {
-    match crate::device::subgroup_size() {
-        p @ (2 | 4 | 8) => p,
-        _ => 0,
     }
 }
 

@@ -35,6 +35,16 @@ pub fn cube_device(device: &Device) -> Option<CubeDevice> {
     }
 }
 
+/// Lanes that share operands through subgroup broadcasts, 0 for none: the device's fixed
+/// subgroup size where it divides 8 (lavapipe on AVX2: 8; Chromium's SwiftShader: 4). GPUs' 32
+/// or 64 lanes could share through their first 8, untested without a GPU: not used.
+pub fn plane() -> usize {
+    match crate::device::subgroup_size() {
+        p @ (2 | 4 | 8) => p,
+        _ => 0,
+    }
+}
+
 /// The contiguous f32 buffer behind a float tensor.
 pub fn float<const D: usize>(t: Tensor<D>) -> CubeTensor {
     let t = t.try_into_primitive::<Cube>().expect("a float tensor on wgpu");
