@@ -7,14 +7,29 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 scripts/setup.sh
 
-echo "== native tests (cpu + wgpu)"
-cargo test -p mgm --no-fail-fast
-echo "== fuzz targets, short run (seeds + mutations; scripts/fuzz.sh is the coverage-guided fuzzer)"
-cargo test -p mgm-fuzz
+echo "== build: native tests, fuzz targets, CLI"
+cargo test -p mgm --no-run
+cargo test -p mgm-fuzz --no-run
 cargo build -p mgm --bin mgm
 
-echo "== npm package: the shipped wasm (wasm32 release build, wasm-bindgen, wasm-opt)"
-scripts/build-pkg.sh
+# The npm package builds (wasm32 release, LTO, wasm-opt) while the native tests run: those spend
+# their time compiling shaders in lavapipe, one at a time, so one core is otherwise idle.
+pkg_log=target/build-pkg.log
+echo "== npm package: the shipped wasm builds in the background (log: $pkg_log)"
+scripts/build-pkg.sh >"$pkg_log" 2>&1 &
+pkg=$!
+trap 'kill $pkg 2>/dev/null || true' EXIT
+
+echo "== native tests (cpu + wgpu)"
+status=0
+cargo test -p mgm --no-fail-fast || status=$?
+echo "== fuzz targets, short run (seeds + mutations; scripts/fuzz.sh is the coverage-guided fuzzer)"
+cargo test -p mgm-fuzz || status=$?
+
+echo "== npm package: waiting for its build"
+wait $pkg || { cat "$pkg_log"; echo "scripts/build-pkg.sh failed" >&2; exit 1; }
+cat "$pkg_log"
+((status == 0)) || exit "$status"
 
 echo "== browser tests (headless Chromium, WebGPU)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)

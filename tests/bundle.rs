@@ -173,8 +173,10 @@ fn converted_bundles_match_the_checkpoint() {
             let d = max_abs_diff(&logits, &want_logits);
             let agree = ids.iter().zip(&want_ids).take_while(|(a, b)| a == b).count();
             println!("{dev} {} bundle vs f32 checkpoint: logits max |diff| {d:.3e}, greedy ids agree for {agree} of {}", preset.name(), want_ids.len());
+            std::fs::remove_dir_all(&dir).unwrap();
         }
     }
+    std::fs::remove_dir_all(&f32_dir).unwrap();
 }
 
 fn assert_err(dir: &Path, needle: &str) {

@@ -33,13 +33,14 @@ fn gpu() -> Option<(String, Device)> {
 fn matrix_products_match_burn_for_every_format_and_epilogue() {
     let Some((dev, gpu)) = gpu() else { return };
     // With the device's subgroups (x shared through broadcasts: lavapipe, 8 lanes), with 4
-    // lanes (SwiftShader in Chromium) and without (browsers without subgroups).
+    // lanes (SwiftShader in Chromium) and without (browsers without subgroups). One after the
+    // other: the device compiles shaders one at a time, and three such tests side by side took
+    // twice as long. The cap is per thread, so the other tests keep the device's own.
     println!("{dev}: subgroups of {}", device::subgroup_size());
     for cap in [usize::MAX, 4, 0] {
         device::cap_subgroups(cap);
         matrix_products_match(&format!("{dev}, subgroups {}", device::subgroup_size()), &gpu);
     }
-    device::cap_subgroups(usize::MAX);
 }
 
 fn matrix_products_match(dev: &str, gpu: &Device) {
@@ -109,7 +110,6 @@ fn attention_matches_burn() {
         device::cap_subgroups(cap);
         attention_matches(&format!("{dev}, subgroups {}", device::subgroup_size()), &gpu);
     }
-    device::cap_subgroups(usize::MAX);
 }
 
 fn attention_matches(dev: &str, gpu: &Device) {

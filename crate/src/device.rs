@@ -65,7 +65,10 @@ mod native {
 pub use native::{init, now_ms};
 
 static SUBGROUP_SIZE: AtomicUsize = AtomicUsize::new(0);
-static SUBGROUP_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
+std::thread_local! {
+    // Per thread, so tests of the different forms can run side by side.
+    static SUBGROUP_CAP: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
 
 /// Kernels may share values through subgroups when the device has subgroup operations with one
 /// fixed size (lavapipe: 8 lanes; Chromium's SwiftShader: 4, once the host asked for them).
@@ -79,13 +82,13 @@ fn note_subgroups(has_subgroups: bool, info: &wgpu::AdapterInfo) {
 /// a cap the first `cap` lanes of each subgroup act as one (broadcasts read from them), so a
 /// device with 8 lanes runs the kernels as one with 4 would.
 pub fn subgroup_size() -> usize {
-    SUBGROUP_SIZE.load(Ordering::Relaxed).min(SUBGROUP_CAP.load(Ordering::Relaxed))
+    SUBGROUP_SIZE.load(Ordering::Relaxed).min(SUBGROUP_CAP.get())
 }
 
-/// Kernels use subgroups of at most `lanes` (0: none), for tests and benchmarks of the forms
-/// other devices run; `usize::MAX` restores the device's own.
+/// Kernels launched from this thread use subgroups of at most `lanes` (0: none), for tests and
+/// benchmarks of the forms other devices run; `usize::MAX` restores the device's own.
 pub fn cap_subgroups(lanes: usize) {
-    SUBGROUP_CAP.store(lanes, Ordering::Relaxed);
+    SUBGROUP_CAP.set(lanes);
 }
 
 /// The browser's WebGPU device (created once per page or worker) and a one-line description:
