@@ -63,6 +63,10 @@ pub struct Args {
     /// for the previous one, so the sum is not the pipelined time) and print where time goes.
     #[arg(long)]
     profile: bool,
+    /// With --mgm: time only the whole image encode (no tower split, no prefill or decode), for
+    /// a same-run --baseline ratio that does not spend most of its hour on Burn's prefill.
+    #[arg(long)]
+    encode_only: bool,
     /// Report each preset's error per Gemma layer and on the logits against f32, on a
     /// Gemma-2B-shaped model with random weights (first backend only). With --mgm: the error
     /// of each image-encode stage with the vision side in f16, q8 and q4.
@@ -427,6 +431,10 @@ fn run_mgm(a: &Args) -> Result<()> {
             let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
             // Once to compile, then timed.
             pollster::block_on(read_f32(vision.encode(hr.clone(), false).embeds.slice([0..1, 0..1])))?;
+            // The same encode not serialised, for comparison with the profile's sum.
+            let t = now_ms();
+            pollster::block_on(read_f32(vision.encode(hr.clone(), false).embeds.slice([0..1, 0..1])))?;
+            println!("image encode, not serialised: {:.0} ms", now_ms() - t);
             let f = profile("image encode (both towers, mining, projector)", || pollster::block_on(read_f32(vision.encode(hr, false).embeds.slice([0..1, 0..1]))))?;
             std::hint::black_box(f);
             let g = &model.gemma;
@@ -451,6 +459,14 @@ fn run_mgm(a: &Args) -> Result<()> {
             let preprocess_ms = now_ms() - t;
             let size = v.image_size_aux;
             let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
+            if a.encode_only {
+                let t = now_ms();
+                pollster::block_on(sync(vision.encode(hr, false).embeds))?;
+                if pass == passes - 1 {
+                    times = vec![now_ms() - t];
+                }
+                continue;
+            }
             let t = now_ms();
             let lr = burn::tensor::module::interpolate(hr.clone(), burn::tensor::ops::InterpolateOptions::new(burn::tensor::ops::InterpolateMode::Bilinear).with_align_corners(false).with_output_size([v.clip.image_size; 2]));
             let channels_last = |t: Tensor<4>| t.squeeze_dim::<3>(0).permute([1, 2, 0]);
@@ -475,12 +491,22 @@ fn run_mgm(a: &Args) -> Result<()> {
                 times.extend([preprocess_ms, clip_ms, convnext_ms, encode_ms, g.prefill_ms, g.prefill_tok_s(), g.decode_tok_s()]);
             }
         }
-        times.push(peak_rss_gib());
+        if !a.encode_only {
+            times.push(peak_rss_gib());
+        }
         // Printed as soon as it is known: a slow backend after it must not lose this row.
         eprintln!("{desc}: {times:.2?}");
         rows.push(("mgm-2b".to_string(), desc, times));
     }
     let weights = a.bundle.first().map_or("random f32 weights".to_string(), |d| format!("bundle {}", d.display()));
+    if a.encode_only {
+        println!("\nMGM-2B shape, {weights}, one image");
+        table(["model", "backend"], &["image encode ms"], &rows, &[false]);
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            println!("image encode speed-up, {} against {}: {:.2}x", last.1, first.1, first.2[0] / last.2[0]);
+        }
+        return Ok(());
+    }
     println!("\nMGM-2B shape, {weights}, one image, {} prompt tokens (576 image + 32 text), {} new tokens", 608, a.new_tokens);
     table(
         ["model", "backend"],
