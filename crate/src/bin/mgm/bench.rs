@@ -502,7 +502,7 @@ fn run_mgm(a: &Args) -> Result<()> {
     if a.encode_only {
         println!("\nMGM-2B shape, {weights}, one image");
         table(["model", "backend"], &["image encode ms"], &rows, &[false]);
-        if let (Some(first), Some(last), true) = (rows.first(), rows.last(), rows.len() > 1) {
+        if let [first, .., last] = rows.as_slice() {
             println!("image encode speed-up, {} against {}: {:.2}x", last.1, first.1, first.2[0] / last.2[0]);
         }
         return Ok(());
