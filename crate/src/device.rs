@@ -48,6 +48,7 @@ mod native {
                     let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| format!("{e:?}"))?;
                     let info = setup.adapter.get_info();
                     super::note_subgroups(setup.device.features().contains(super::wgpu::Features::SUBGROUP), &info);
+                    super::PACE.store(if info.device_type == super::wgpu::DeviceType::Cpu { 16 } else { 0 }, super::Ordering::Relaxed);
                     Ok((device, format!("wgpu ({}, {:?})", info.name, info.backend)))
                 })
                 .clone()
@@ -63,6 +64,30 @@ mod native {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{init, now_ms};
+
+/// Launches between waits for the device natively, 0 for never (see [`pace`]).
+static PACE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many kernel launches the host may issue before it waits for the device, 0 for no limit.
+/// 16 on adapters that run on the host's own cores (lavapipe): there lavapipe's queue submit
+/// blocks until the device catches up, and a host that ran further ahead waits inside cubecl's
+/// queue by spinning and sleeping in 75 µs steps, taking cores from the device's threads.
+/// Waiting for the device instead parks the host (README "Pacing the host": image encode,
+/// prefill and decode all faster; every launch suits the encode better but slows decode).
+/// Never on wasm, where the browser's queue does not block the page.
+pub fn pace() -> usize {
+    match PACE_SET.load(Ordering::Relaxed) {
+        usize::MAX => PACE.load(Ordering::Relaxed),
+        set => set,
+    }
+}
+
+static PACE_SET: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// For benchmarks: `Some(n)` makes [`pace`] `n`, `None` restores the adapter's.
+pub fn set_pace(every: Option<usize>) {
+    PACE_SET.store(every.unwrap_or(usize::MAX), Ordering::Relaxed);
+}
 
 static SUBGROUP_SIZE: AtomicUsize = AtomicUsize::new(0);
 std::thread_local! {

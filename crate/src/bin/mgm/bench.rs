@@ -56,6 +56,12 @@ pub struct Args {
     /// run them), before the run with them, on a device that has them.
     #[arg(long)]
     no_subgroups: bool,
+    /// With --mgm --encode-only or --bundle: time our kernels' encode (or prefill and decode)
+    /// with the host waiting for the device every N launches (0: never; see `device::pace`),
+    /// for each N listed, in three interleaved rounds, reporting their means (a drifting
+    /// machine makes separate runs unfair).
+    #[arg(long, value_delimiter = ',')]
+    pace: Vec<usize>,
     /// Time the matrix kernels against Burn's matmul on one device (development).
     #[arg(long)]
     kernels: bool,
@@ -78,6 +84,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if !a.pace.is_empty() && !(a.mgm && a.encode_only || !a.mgm && !a.bundle.is_empty()) {
+        return Err(mgm::MgmError::Input("--pace goes with --mgm --encode-only or with --bundle".into()));
+    }
     if a.mgm && a.accuracy {
         return run_vision_accuracy(&a);
     }
@@ -157,15 +166,33 @@ fn start(backend: Backend, ops: Ops) -> Result<(burn::tensor::Device, String, &'
 
 /// Prefill and decode tokens/s; a warm-up pass compiles the kernels first.
 fn text_speed(model: &Gemma, prompt_tokens: usize, new_tokens: usize) -> Result<(f64, f64)> {
+    Ok(text_speeds(model, prompt_tokens, new_tokens, &[None])?[0])
+}
+
+/// The paces of `--pace` to compare, or the adapter's own (`None`).
+fn paces(a: &Args) -> Vec<Option<usize>> {
+    if a.pace.is_empty() { vec![None] } else { a.pace.iter().map(|&n| Some(n)).collect() }
+}
+
+/// Prefill and decode tok/s after a first run that compiles the kernels; for each pace of
+/// `--pace` (`Some`), the means of three interleaved rounds.
+fn text_speeds(model: &Gemma, prompt_tokens: usize, new_tokens: usize, paces: &[Option<usize>]) -> Result<Vec<(f64, f64)>> {
     let vocab = model.config.vocab_size as u32;
     let prompt: Vec<u32> = (0..prompt_tokens as u32).map(|i| 2 + (i * 7919) % (vocab - 2)).collect();
     let opts = GenerateOptions { max_new_tokens: new_tokens, sampling: Sampling::default(), stop_ids: vec![], prompt_logits: false };
-    let mut speed = (0.0, 0.0);
-    for _ in 0..2 {
-        let t = pollster::block_on(generate(model, model.embed(&prompt), &opts, &mut |_| true))?.timings;
-        speed = (t.prefill_tok_s(), t.decode_tok_s());
+    let run = || pollster::block_on(generate(model, model.embed(&prompt), &opts, &mut |_| true)).map(|g| g.timings);
+    run()?;
+    let rounds = if paces.iter().any(Option::is_some) { 3 } else { 1 };
+    let mut speeds = vec![(0.0, 0.0); paces.len()];
+    for _ in 0..rounds {
+        for (&p, s) in paces.iter().zip(&mut speeds) {
+            device::set_pace(p);
+            let t = run()?;
+            *s = (s.0 + t.prefill_tok_s() / rounds as f64, s.1 + t.decode_tok_s() / rounds as f64);
+        }
     }
-    Ok(speed)
+    device::set_pace(None);
+    Ok(speeds)
 }
 
 /// Serves weights quantized as the preset would store them.
@@ -294,7 +321,8 @@ fn run_bundles(a: &Args) -> Result<()> {
             let rss = peak_rss_gib();
             device.memory_cleanup();
             let (in_use, reserved) = device.memory_pool_usage().map_or((f64::NAN, f64::NAN), |u| (u.bytes_in_use as f64 / 1e9, u.bytes_reserved as f64 / 1e9));
-            let (prefill, decode) = text_speed(&model.gemma, a.prompt_tokens, a.new_tokens)?;
+            let paces = paces(a);
+            let speeds = text_speeds(&model.gemma, a.prompt_tokens, a.new_tokens, &paces)?;
             let g = &model.gemma;
             let launches = decode_dispatches(g)?;
             if a.profile {
@@ -307,10 +335,13 @@ fn run_bundles(a: &Args) -> Result<()> {
             }
             // Context at the middle of the timed decode.
             let bytes = g.decode_bytes(a.prompt_tokens + a.new_tokens / 2) as f64;
-            let gbs = bytes * decode / 1e9;
             let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             let per_layer = launches as f64 / g.config.num_hidden_layers as f64;
-            rows.push((desc.clone(), format!("{name}, {ops}"), vec![load_s, rss, in_use, reserved, prefill, decode, launches as f64, per_layer, bytes / 1e6, gbs, 100.0 * gbs / bandwidth]));
+            for (p, (prefill, decode)) in paces.iter().zip(speeds) {
+                let gbs = bytes * decode / 1e9;
+                let what = p.map_or(format!("{name}, {ops}"), |n| format!("{name}, {ops}, pace {n} (mean of 3)"));
+                rows.push((desc.clone(), what, vec![load_s, rss, in_use, reserved, prefill, decode, launches as f64, per_layer, bytes / 1e6, gbs, 100.0 * gbs / bandwidth]));
+            }
         }
     }
     println!("\n{} prompt tokens, {} new tokens, greedy; peak RSS is the process's during the load; host read bandwidth (probe, this run): {bandwidth:.1} GB/s", a.prompt_tokens, a.new_tokens);
@@ -356,12 +387,14 @@ impl cubecl::logging::LaunchObserver for KernelTimes {
 fn profile<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let times = std::sync::Arc::new(KernelTimes::default());
     let guard = cubecl::logging::LaunchObservation::new(times.clone());
+    let t = now_ms();
     let out = f();
+    let wall = now_ms() - t;
     drop(guard);
     let mut rows: Vec<(String, (usize, f64))> = times.0.lock().unwrap().drain().collect();
     rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
     let total: f64 = rows.iter().map(|r| r.1 .1).sum();
-    println!("\n{what}: {total:.0} ms in {} launches\n| kernel | launches | ms | share |\n|---|---:|---:|---:|", rows.iter().map(|r| r.1 .0).sum::<usize>());
+    println!("\n{what}: {total:.0} ms in {} launches ({wall:.0} ms wall, launches one at a time)\n| kernel | launches | ms | share |\n|---|---:|---:|---:|", rows.iter().map(|r| r.1 .0).sum::<usize>());
     for (name, (n, ms)) in rows {
         println!("| {name} | {n} | {ms:.1} | {:.1}% |", 100.0 * ms / total);
     }
@@ -460,10 +493,24 @@ fn run_mgm(a: &Args) -> Result<()> {
             let size = v.image_size_aux;
             let hr = Tensor::<1>::from_data(TensorData::new(pixels, [3 * size * size]), &device).reshape([1, 3, size, size]);
             if a.encode_only {
-                let t = now_ms();
-                pollster::block_on(sync(vision.encode(hr, false).embeds))?;
-                if pass == passes - 1 {
-                    times = vec![now_ms() - t];
+                let last = pass == passes - 1;
+                let paces = if last && run_ops == Ops::Kernels { paces(a) } else { vec![None] };
+                let mut ms = vec![Vec::new(); paces.len()];
+                for _ in 0..if paces[0].is_some() { 3 } else { 1 } {
+                    for (&p, ms) in paces.iter().zip(&mut ms) {
+                        device::set_pace(p);
+                        let t = now_ms();
+                        pollster::block_on(sync(vision.encode(hr.clone(), false).embeds))?;
+                        ms.push(now_ms() - t);
+                    }
+                }
+                device::set_pace(None);
+                if last {
+                    for (p, ms) in paces.iter().zip(&ms) {
+                        let desc = p.map_or(desc.clone(), |n| format!("{desc}, pace {n} (mean of 3)"));
+                        println!("image encode ms, {desc}: {ms:.0?}");
+                        rows.push(("mgm-2b".to_string(), desc, vec![ms.iter().sum::<f64>() / ms.len() as f64]));
+                    }
                 }
                 continue;
             }
@@ -491,9 +538,10 @@ fn run_mgm(a: &Args) -> Result<()> {
                 times.extend([preprocess_ms, clip_ms, convnext_ms, encode_ms, g.prefill_ms, g.prefill_tok_s(), g.decode_tok_s()]);
             }
         }
-        if !a.encode_only {
-            times.push(peak_rss_gib());
+        if a.encode_only {
+            continue; // its rows are in, each printed as it was measured
         }
+        times.push(peak_rss_gib());
         // Printed as soon as it is known: a slow backend after it must not lose this row.
         eprintln!("{desc}: {times:.2?}");
         rows.push(("mgm-2b".to_string(), desc, times));

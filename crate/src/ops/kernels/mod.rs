@@ -70,7 +70,24 @@ pub(crate) fn empty(like: &CubeTensor, shape: impl Into<Shape>) -> CubeTensor {
 
 /// A kernel's output as a Burn tensor.
 pub fn wrap<const D: usize>(t: CubeTensor) -> Tensor<D> {
+    pace(&t);
     Tensor::from_primitive::<Cube>(handle(t))
+}
+
+/// Every `device::pace()` launches, waits for the device to finish what it was given.
+fn pace(t: &CubeTensor) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+        let every = crate::device::pace();
+        if every > 0 && LAUNCHES.fetch_add(1, Ordering::Relaxed) % every == every - 1 {
+            // A failed launch surfaces on the next read of the buffers it left unwritten.
+            let _ = pollster::block_on(t.client.sync());
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = t;
 }
 
 /// What Burn's tensors hold on wgpu: the buffer itself, or with `fusion` a handle to it.
