@@ -72,8 +72,9 @@ static PACE: AtomicUsize = AtomicUsize::new(0);
 /// 16 on adapters that run on the host's own cores (lavapipe): there lavapipe's queue submit
 /// blocks until the device catches up, and a host that ran further ahead waits inside cubecl's
 /// queue by spinning and sleeping in 75 µs steps, taking cores from the device's threads.
-/// Waiting for the device instead parks the host (README "Pacing the host": image encode,
-/// prefill and decode all faster; every launch suits the encode better but slows decode).
+/// Waiting for the device instead parks the host (README "Pacing the host": the image encode
+/// 1.02–1.05x faster, prefill and decode within noise; waiting after every launch suits the
+/// encode better but slowed decode).
 /// Never on wasm, where the browser's queue does not block the page.
 pub fn pace() -> usize {
     match PACE_SET.load(Ordering::Relaxed) {

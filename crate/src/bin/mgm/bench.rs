@@ -175,24 +175,31 @@ fn paces(a: &Args) -> Vec<Option<usize>> {
 }
 
 /// Prefill and decode tok/s after a first run that compiles the kernels; for each pace of
-/// `--pace` (`Some`), the means of three interleaved rounds.
+/// `--pace` (`Some`), the means of its rounds.
 fn text_speeds(model: &Gemma, prompt_tokens: usize, new_tokens: usize, paces: &[Option<usize>]) -> Result<Vec<(f64, f64)>> {
     let vocab = model.config.vocab_size as u32;
     let prompt: Vec<u32> = (0..prompt_tokens as u32).map(|i| 2 + (i * 7919) % (vocab - 2)).collect();
     let opts = GenerateOptions { max_new_tokens: new_tokens, sampling: Sampling::default(), stop_ids: vec![], prompt_logits: false };
-    let run = || pollster::block_on(generate(model, model.embed(&prompt), &opts, &mut |_| true)).map(|g| g.timings);
+    let run = || pollster::block_on(generate(model, model.embed(&prompt), &opts, &mut |_| true)).map(|g| (g.timings.prefill_tok_s(), g.timings.decode_tok_s()));
     run()?;
+    let mean = |v: &[(f64, f64)]| v.iter().fold((0.0, 0.0), |m, s| (m.0 + s.0 / v.len() as f64, m.1 + s.1 / v.len() as f64));
+    Ok(interleaved(paces, run)?.iter().map(|v| mean(v)).collect())
+}
+
+/// Runs `f` once for each pace, that pace set (`None`: the adapter's own); with paces to compare
+/// (`--pace`), three interleaved rounds, as a drifting machine makes separate runs unfair.
+fn interleaved<T>(paces: &[Option<usize>], mut f: impl FnMut() -> Result<T>) -> Result<Vec<Vec<T>>> {
     let rounds = if paces.iter().any(Option::is_some) { 3 } else { 1 };
-    let mut speeds = vec![(0.0, 0.0); paces.len()];
+    let mut out: Vec<Vec<T>> = paces.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
-        for (&p, s) in paces.iter().zip(&mut speeds) {
+        for (&p, out) in paces.iter().zip(&mut out) {
             device::set_pace(p);
-            let t = run()?;
-            *s = (s.0 + t.prefill_tok_s() / rounds as f64, s.1 + t.decode_tok_s() / rounds as f64);
+            let r = f();
+            device::set_pace(None);
+            out.push(r?);
         }
     }
-    device::set_pace(None);
-    Ok(speeds)
+    Ok(out)
 }
 
 /// Serves weights quantized as the preset would store them.
@@ -495,16 +502,11 @@ fn run_mgm(a: &Args) -> Result<()> {
             if a.encode_only {
                 let last = pass == passes - 1;
                 let paces = if last && run_ops == Ops::Kernels { paces(a) } else { vec![None] };
-                let mut ms = vec![Vec::new(); paces.len()];
-                for _ in 0..if paces[0].is_some() { 3 } else { 1 } {
-                    for (&p, ms) in paces.iter().zip(&mut ms) {
-                        device::set_pace(p);
-                        let t = now_ms();
-                        pollster::block_on(sync(vision.encode(hr.clone(), false).embeds))?;
-                        ms.push(now_ms() - t);
-                    }
-                }
-                device::set_pace(None);
+                let ms = interleaved(&paces, || {
+                    let t = now_ms();
+                    pollster::block_on(sync(vision.encode(hr.clone(), false).embeds))?;
+                    Ok(now_ms() - t)
+                })?;
                 if last {
                     for (p, ms) in paces.iter().zip(&ms) {
                         let desc = p.map_or(desc.clone(), |n| format!("{desc}, pace {n} (mean of 3)"));
