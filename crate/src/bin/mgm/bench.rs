@@ -186,10 +186,21 @@ fn text_speeds(model: &Gemma, prompt_tokens: usize, new_tokens: usize, paces: &[
     Ok(interleaved(paces, run)?.iter().map(|v| mean(v)).collect())
 }
 
+/// Rounds per pace with `--pace`.
+const PACE_ROUNDS: usize = 3;
+
+/// A row's label with its pace, if `--pace` set one.
+fn paced(what: String, pace: Option<usize>) -> String {
+    match pace {
+        Some(n) => format!("{what}, pace {n} (mean of {PACE_ROUNDS})"),
+        None => what,
+    }
+}
+
 /// Runs `f` once for each pace, that pace set (`None`: the adapter's own); with paces to compare
-/// (`--pace`), three interleaved rounds, as a drifting machine makes separate runs unfair.
+/// (`--pace`), interleaved rounds, as a drifting machine makes separate runs unfair.
 fn interleaved<T>(paces: &[Option<usize>], mut f: impl FnMut() -> Result<T>) -> Result<Vec<Vec<T>>> {
-    let rounds = if paces.iter().any(Option::is_some) { 3 } else { 1 };
+    let rounds = if paces.iter().any(Option::is_some) { PACE_ROUNDS } else { 1 };
     let mut out: Vec<Vec<T>> = paces.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
         for (&p, out) in paces.iter().zip(&mut out) {
@@ -328,7 +339,8 @@ fn run_bundles(a: &Args) -> Result<()> {
             let rss = peak_rss_gib();
             device.memory_cleanup();
             let (in_use, reserved) = device.memory_pool_usage().map_or((f64::NAN, f64::NAN), |u| (u.bytes_in_use as f64 / 1e9, u.bytes_reserved as f64 / 1e9));
-            let paces = paces(a);
+            // Burn's ops do not go through the kernels' launches that pace.
+            let paces = if run_ops == Ops::Kernels { paces(a) } else { vec![None] };
             let speeds = text_speeds(&model.gemma, a.prompt_tokens, a.new_tokens, &paces)?;
             let g = &model.gemma;
             let launches = decode_dispatches(g)?;
@@ -346,8 +358,7 @@ fn run_bundles(a: &Args) -> Result<()> {
             let per_layer = launches as f64 / g.config.num_hidden_layers as f64;
             for (p, (prefill, decode)) in paces.iter().zip(speeds) {
                 let gbs = bytes * decode / 1e9;
-                let what = p.map_or(format!("{name}, {ops}"), |n| format!("{name}, {ops}, pace {n} (mean of 3)"));
-                rows.push((desc.clone(), what, vec![load_s, rss, in_use, reserved, prefill, decode, launches as f64, per_layer, bytes / 1e6, gbs, 100.0 * gbs / bandwidth]));
+                rows.push((desc.clone(), paced(format!("{name}, {ops}"), *p), vec![load_s, rss, in_use, reserved, prefill, decode, launches as f64, per_layer, bytes / 1e6, gbs, 100.0 * gbs / bandwidth]));
             }
         }
     }
@@ -509,7 +520,7 @@ fn run_mgm(a: &Args) -> Result<()> {
                 })?;
                 if last {
                     for (p, ms) in paces.iter().zip(&ms) {
-                        let desc = p.map_or(desc.clone(), |n| format!("{desc}, pace {n} (mean of 3)"));
+                        let desc = paced(desc.clone(), *p);
                         println!("image encode ms, {desc}: {ms:.0?}");
                         rows.push(("mgm-2b".to_string(), desc, vec![ms.iter().sum::<f64>() / ms.len() as f64]));
                     }
