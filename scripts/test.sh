@@ -16,9 +16,10 @@ cargo build -p mgm --bin mgm
 # their time compiling shaders in lavapipe, one at a time, so one core is otherwise idle.
 pkg_log=target/build-pkg.log
 echo "== npm package: the shipped wasm builds in the background (log: $pkg_log)"
-scripts/build-pkg.sh >"$pkg_log" 2>&1 &
+# In its own process group, so that a failed run stops its cargo and rustc too, not only the shell.
+setsid scripts/build-pkg.sh >"$pkg_log" 2>&1 &
 pkg=$!
-trap 'kill $pkg 2>/dev/null || true' EXIT
+trap 'kill -- -$pkg 2>/dev/null || true' EXIT
 
 echo "== native tests (cpu + wgpu)"
 status=0

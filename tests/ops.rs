@@ -41,6 +41,11 @@ fn matrix_products_match_burn_for_every_format_and_epilogue() {
         device::cap_subgroups(cap);
         matrix_products_match(&format!("{dev}, subgroups {}", device::subgroup_size()), &gpu);
     }
+    // One row with k split over the lanes (the form for GPUs; the other shapes are as above).
+    device::cap_subgroups(usize::MAX);
+    ops::kernels::matmul::split_gemv(true);
+    matrix_products_match(&format!("{dev}, k split over lanes"), &gpu);
+    ops::kernels::matmul::split_gemv(false);
 }
 
 fn matrix_products_match(dev: &str, gpu: &Device) {

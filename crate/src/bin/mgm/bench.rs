@@ -56,6 +56,10 @@ pub struct Args {
     /// run them), before the run with them, on a device that has them.
     #[arg(long)]
     no_subgroups: bool,
+    /// With --bundle or --mgm: also run our kernels with one-row products (decode) split over
+    /// the lanes along k (`split_k`, the usual form on GPUs), after the run with the default.
+    #[arg(long)]
+    split_gemv: bool,
     /// With --mgm --encode-only or --bundle: time our kernels' encode (or prefill and decode)
     /// with the host waiting for the device every N launches (0: never; see `device::pace`),
     /// for each N listed, in three interleaved rounds, reporting their means (a drifting
@@ -134,6 +138,8 @@ enum Ops {
     /// Our kernels as on a device without subgroup operations.
     NoSubgroups,
     Kernels,
+    /// Our kernels, one-row products with k split over the lanes.
+    SplitGemv,
 }
 
 /// The runs of a benchmark: each backend, and on wgpu the baselines asked for first.
@@ -146,6 +152,9 @@ fn runs(a: &Args) -> Result<Vec<(Backend, Ops)>> {
             out.extend(a.no_subgroups.then_some((backend, Ops::NoSubgroups)));
         }
         out.push((backend, Ops::Kernels));
+        if backend == Backend::Wgpu && a.split_gemv {
+            out.push((backend, Ops::SplitGemv));
+        }
     }
     Ok(out)
 }
@@ -154,10 +163,12 @@ fn runs(a: &Args) -> Result<Vec<(Backend, Ops)>> {
 fn start(backend: Backend, ops: Ops) -> Result<(burn::tensor::Device, String, &'static str)> {
     mgm::ops::kernels::BURN_ONLY.store(ops == Ops::Burn, std::sync::atomic::Ordering::Relaxed);
     device::cap_subgroups(if ops == Ops::NoSubgroups { 0 } else { usize::MAX });
+    mgm::ops::kernels::matmul::split_gemv(ops == Ops::SplitGemv);
     let (device, desc) = device::init(backend)?;
     let label = match (ops, backend) {
         (Ops::Burn, _) => "Burn's ops (before the kernels)",
         (Ops::NoSubgroups, _) => "our kernels without subgroups",
+        (Ops::SplitGemv, _) => "our kernels, decode split along k",
         (Ops::Kernels, Backend::Wgpu) => "our kernels",
         (Ops::Kernels, Backend::Cpu) => "Burn's ops",
     };
@@ -664,6 +675,13 @@ fn run_kernels(a: &Args) -> Result<()> {
                 eprintln!("[{m}x{k}] x [{n}x{k}]^T {storage:?}: burn {t_burn:.1} ms, ours {t_ours:.1} ms, max diff {err:.1e}");
                 rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "burn".to_string(), vec![t_burn, err as f64]));
                 rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "ours".to_string(), vec![t_ours, err as f64]));
+                if m == 1 {
+                    mgm::ops::kernels::matmul::split_gemv(true);
+                    let timed = time(&|| ops::linear(x.clone(), &ours, None));
+                    mgm::ops::kernels::matmul::split_gemv(false);
+                    let (t, got) = timed?;
+                    rows_out.push((format!("{storage:?} [{m}x{k}]x[{n}x{k}]^T"), "ours, k split over lanes".to_string(), vec![t, max_diff(&got, &want) as f64]));
+                }
                 // cubek's decode GEMV (one row only), where it takes the shape.
                 if let Some(cubek) = cubek.as_ref().filter(|_| m == 1) {
                     match cubek.run(&x) {

@@ -3,13 +3,16 @@
 //! decoded once into registers and used for all `tm` rows, so decode (m = 1, tm = 1) and prefill
 //! share one kernel. Lanes of a workgroup take consecutive weight rows and read the same x, or,
 //! where the device has subgroups of a fixed size, share it through subgroup broadcasts.
+//! A second form for one row of x (decode, [`split_gemv`]) splits k over the lanes instead, as
+//! GPUs want; CPU adapters run the first faster.
 
 use burn::backend::wgpu::CubeTensor;
 use burn::tensor::Tensor;
 use cubecl::prelude::*;
 
 use super::format::{self, Format};
-use super::{empty, float, plane, words, wrap, Packed};
+use super::norm::workgroup_sum;
+use super::{empty, float, grid, plane, words, wrap, Packed};
 
 /// What follows the product, per output value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,14 +58,40 @@ pub struct Variant {
     pub glu: bool,
     /// Lanes (2, 4 or 8) that share x through subgroup broadcasts; 0: every lane reads it.
     pub plane: usize,
+    /// One row of x with k split over the workgroup's lanes ([`split_k`]) instead of tiles.
+    pub split: bool,
+}
+
+/// The product in one of its two forms: tiles per lane, or (one row of x) k split over lanes.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn matmul<N: Size>(
+    x: &[Vector<f32, N>],
+    w: &[u32],
+    s: &[u32],
+    bias: &[f32],
+    residual: &[f32],
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    out_stride: usize,
+    out_offset: usize,
+    #[comptime] v: Variant,
+) {
+    if comptime![v.split] {
+        split_k(x, w, s, bias, residual, out, n, k, out_offset, v);
+    } else {
+        tiles(x, w, s, bias, residual, out, m, n, k, out_stride, out_offset, v);
+    }
 }
 
 /// Each invocation computes a tm x tn tile of y, eight values of k at a time: eight decoded
 /// weights per weight row and eight values of x per row, tm * tn * 8 multiply-adds. A weight is
 /// decoded and scaled once for tm rows of x; a value of x serves tn weight rows.
-#[cube(launch_unchecked)]
+#[cube]
 #[allow(clippy::too_many_arguments)]
-pub fn matmul<N: Size>(
+fn tiles<N: Size>(
     x: &[Vector<f32, N>],
     w: &[u32],
     s: &[u32],
@@ -172,24 +201,126 @@ pub fn matmul<N: Size>(
         for i in 0..tm {
             let row = m0 + i;
             if row < m && col < n {
-                let mut y = acc[comptime![j * tm + i]];
-                if comptime![v.bias] {
-                    y += bias[col];
-                }
-                y = activate(y, v.act);
+                let mut up = 0.0f32;
                 if comptime![v.glu] {
-                    y *= acc[comptime![(tn + j) * tm + i]];
+                    up = acc[comptime![(tn + j) * tm + i]];
                 }
-                if comptime![v.gamma] {
-                    y *= bias[n + col];
-                }
-                if comptime![v.residual] {
-                    y += residual[row * n + col];
-                }
-                out[row * out_stride + out_offset + col] = y;
+                out[row * out_stride + out_offset + col] = finish(acc[comptime![j * tm + i]], up, bias, residual, n, row, col, v);
             }
         }
     }
+}
+
+/// Output (`row`, `col`) from its product `y` (and, gated, the up product): the epilogue.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn finish(y: f32, up: f32, bias: &[f32], residual: &[f32], n: usize, row: usize, col: usize, #[comptime] v: Variant) -> f32 {
+    let mut y = y;
+    if comptime![v.bias] {
+        y += bias[col];
+    }
+    y = activate(y, v.act);
+    if comptime![v.glu] {
+        y *= up;
+    }
+    if comptime![v.gamma] {
+        y *= bias[n + col];
+    }
+    if comptime![v.residual] {
+        y += residual[row * n + col];
+    }
+    y
+}
+
+/// Lanes of a [`split_k`] workgroup.
+const SPLIT_LANES: usize = 64;
+
+/// One row of x (decode) with k split over the workgroup's lanes: lane l takes blocks l, l +
+/// lanes, … of the workgroup's `tn` weight rows, so neighbouring lanes read neighbouring words
+/// of a row (coalesced, as GPUs read fastest), and the partial sums meet in workgroup memory.
+/// [`tiles`] gives each lane whole rows instead, which CPU adapters run fastest.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn split_k<N: Size>(
+    x: &[Vector<f32, N>],
+    w: &[u32],
+    s: &[u32],
+    bias: &[f32],
+    residual: &[f32],
+    out: &mut [f32],
+    n: usize,
+    k: usize,
+    out_offset: usize,
+    #[comptime] v: Variant,
+) {
+    let rows = comptime![v.tn];
+    let parts = comptime![if v.glu { 2usize } else { 1usize }];
+    let n0 = CUBE_POS as usize * rows;
+    // A workgroup past the last row (the grid rounds up) leaves whole: the barriers stay uniform.
+    if n0 >= n {
+        terminate!();
+    }
+    let lane = UNIT_POS_X as usize;
+    let blocks = k / 32;
+    let wpb = comptime![v.fmt.words_per_block()];
+    let mut acc = Array::<f32>::new(comptime![parts * rows]);
+    let mut wrow = Array::<usize>::new(comptime![parts * rows]);
+    #[unroll]
+    for p in 0..parts {
+        #[unroll]
+        for j in 0..rows {
+            acc[comptime![p * rows + j]] = 0.0f32;
+            wrow[comptime![p * rows + j]] = (n0 + j).min(n - 1) + p * n;
+        }
+    }
+    let mut b = lane;
+    while b < blocks {
+        #[unroll]
+        for r in 0..comptime![parts * rows] {
+            let base = (wrow[r] * blocks + b) * wpb;
+            let mut sum = 0.0f32;
+            #[unroll]
+            for c in 0..4usize {
+                let (lo, hi) = format::decode8(w, v.fmt, base, c);
+                let (xa, xb) = (x[b * 8 + 2 * c], x[b * 8 + 2 * c + 1]);
+                #[unroll]
+                for t in 0..4usize {
+                    sum += lo.extract(t) * xa.extract(t) + hi.extract(t) * xb.extract(t);
+                }
+            }
+            acc[r] += sum * format::block_scale(s, v.fmt, wrow[r], b, blocks);
+        }
+        b += comptime![SPLIT_LANES];
+    }
+    let mut shared = Shared::<[f32]>::new_slice(comptime![SPLIT_LANES]);
+    #[unroll]
+    for r in 0..comptime![parts * rows] {
+        acc[r] = workgroup_sum(acc[r], &mut shared, comptime![SPLIT_LANES]);
+    }
+    #[unroll]
+    for j in 0..rows {
+        let col = n0 + j;
+        if lane == j && col < n {
+            let mut up = 0.0f32;
+            if comptime![v.glu] {
+                up = acc[comptime![rows + j]];
+            }
+            out[out_offset + col] = finish(acc[j], up, bias, residual, n, 0usize, col, v);
+        }
+    }
+}
+
+std::thread_local! {
+    // Per thread, as the subgroup cap: tests and benchmarks run both forms side by side.
+    static SPLIT_GEMV: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Products of one row launched from this thread use [`split_k`] (k over the lanes) instead of
+/// [`tiles`] (rows over the lanes). Off by default: on lavapipe and SwiftShader rows per lane are
+/// what measured fastest; the split form is the usual one on GPUs, unmeasured without one (README
+/// "On a GPU").
+pub fn split_gemv(on: bool) {
+    SPLIT_GEMV.set(on);
 }
 
 /// Rows of x and weight rows per invocation, by the number of x rows. CPU adapters (lavapipe,
@@ -211,7 +342,8 @@ impl Variant {
     fn plain(fmt: Format, m: usize) -> Variant {
         let plane = plane();
         let (tm, tn) = tile(m, plane);
-        Variant { fmt, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane }
+        let split = m == 1 && SPLIT_GEMV.get();
+        Variant { fmt, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane, split }
     }
 }
 
@@ -220,7 +352,7 @@ fn lanes(n: usize, tn: usize) -> usize {
     (n.div_ceil(tn).div_ceil(8) * 8).clamp(8, 64)
 }
 
-/// Launches `matmul` writing into columns `out_offset..` of `out` (row stride `out_stride`).
+/// Launches `matmul` (tiles, or k split over lanes) writing into columns `out_offset..` of `out` (row stride `out_stride`).
 #[allow(clippy::too_many_arguments)]
 fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<CubeTensor>, out: &CubeTensor, out_stride: usize, out_offset: usize, variant: Variant) {
     let m = x.meta.shape()[0];
@@ -230,13 +362,19 @@ fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<Cu
     let bias = bias.unwrap_or_else(|| empty(x, [1]));
     let residual = residual.unwrap_or_else(|| empty(x, [1]));
     let client = x.client.clone();
-    let lanes = lanes(n, variant.tn);
+    let (count, lanes) = if variant.split {
+        let (gx, gy) = grid(n.div_ceil(variant.tn));
+        (CubeCount::Static(gx, gy, 1), SPLIT_LANES)
+    } else {
+        let lanes = lanes(n, variant.tn);
+        (CubeCount::Static(n.div_ceil(lanes * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1), lanes)
+    };
     unsafe {
         matmul::launch_unchecked(
             &client,
-            CubeCount::Static(n.div_ceil(lanes * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1),
+            count,
             CubeDim::new_1d(lanes as u32),
-            if variant.plane > 0 { 1 } else { 4 },
+            if variant.plane > 0 && !variant.split { 1 } else { 4 },
             x.clone().into_buffer_arg(),
             values.into_buffer_arg(),
             scales.into_buffer_arg(),
