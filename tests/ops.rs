@@ -32,17 +32,20 @@ fn gpu() -> Option<(String, Device)> {
 #[test]
 fn matrix_products_match_burn_for_every_format_and_epilogue() {
     let Some((dev, gpu)) = gpu() else { return };
-    // With the device's subgroups (x shared through broadcasts: lavapipe, 8 lanes), with 4
-    // lanes (SwiftShader in Chromium) and without (browsers without subgroups). One after the
-    // other: the device compiles shaders one at a time, and three such tests side by side took
-    // twice as long. The cap is per thread, so the other tests keep the device's own.
-    println!("{dev}: subgroups of {}", device::subgroup_size());
+    // As lavapipe runs them natively (subgroups of 8 lanes sharing x through broadcasts, q8
+    // weights in 64-bit words), then as browsers do: 4 lanes (SwiftShader in Chromium) and no
+    // subgroups, 32-bit words in both (WebGPU has no 64-bit integers). One after the other: the
+    // device compiles shaders one at a time, and three such tests side by side took twice as
+    // long. The caps are per thread, so the other tests keep the device's own.
+    println!("{dev}: subgroups of {}, 64-bit words {}", device::subgroup_size(), device::int64());
     for cap in [usize::MAX, 4, 0] {
         device::cap_subgroups(cap);
-        matrix_products_match(&format!("{dev}, subgroups {}", device::subgroup_size()), &gpu);
+        device::without_int64(cap != usize::MAX);
+        matrix_products_match(&format!("{dev}, subgroups {}, 64-bit words {}", device::subgroup_size(), device::int64()), &gpu);
     }
     // One row with k split over the lanes (the form for GPUs; the other shapes are as above).
     device::cap_subgroups(usize::MAX);
+    device::without_int64(false);
     ops::kernels::matmul::split_gemv(true);
     matrix_products_match(&format!("{dev}, k split over lanes"), &gpu);
     ops::kernels::matmul::split_gemv(false);

@@ -48,6 +48,7 @@ mod native {
                     let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| format!("{e:?}"))?;
                     let info = setup.adapter.get_info();
                     super::note_subgroups(setup.device.features().contains(super::wgpu::Features::SUBGROUP), &info);
+                    super::INT64.store(setup.device.features().contains(super::wgpu::Features::SHADER_INT64), super::Ordering::Relaxed);
                     super::PACE.store(if info.device_type == super::wgpu::DeviceType::Cpu { 16 } else { 0 }, super::Ordering::Relaxed);
                     Ok((device, format!("wgpu ({}, {:?})", info.name, info.backend)))
                 })
@@ -88,6 +89,23 @@ static PACE_SET: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// For benchmarks: `Some(n)` makes [`pace`] `n`, `None` restores the adapter's.
 pub fn set_pace(every: Option<usize>) {
     PACE_SET.store(every.unwrap_or(usize::MAX), Ordering::Relaxed);
+}
+
+/// Whether the native device has 64-bit integers in shaders (WebGPU has none).
+static INT64: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+std::thread_local! {
+    static INT64_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Kernels may read 64-bit words: the device has them, and this thread has not turned them off.
+pub fn int64() -> bool {
+    INT64.load(Ordering::Relaxed) && !INT64_OFF.get()
+}
+
+/// Kernels launched from this thread read only 32-bit words when `off` (as in browsers), for
+/// tests of that form on a device with 64-bit integers.
+pub fn without_int64(off: bool) {
+    INT64_OFF.set(off);
 }
 
 static SUBGROUP_SIZE: AtomicUsize = AtomicUsize::new(0);

@@ -52,8 +52,8 @@ pub struct Args {
     /// implementation before them), first, as the same-run baseline.
     #[arg(long)]
     baseline: bool,
-    /// With --bundle or --mgm: also run our kernels without subgroup operations (as browsers
-    /// run them), before the run with them, on a device that has them.
+    /// With --bundle or --mgm: also run our kernels without subgroup operations and with 32-bit
+    /// words only (as browsers without subgroups run them), before the run with the device's own.
     #[arg(long)]
     no_subgroups: bool,
     /// With --bundle or --mgm: also run our kernels with one-row products (decode) split over
@@ -162,7 +162,9 @@ fn runs(a: &Args) -> Result<Vec<(Backend, Ops)>> {
 /// Selects the ops for a run; returns the device, its label and which ops run.
 fn start(backend: Backend, ops: Ops) -> Result<(burn::tensor::Device, String, &'static str)> {
     mgm::ops::kernels::BURN_ONLY.store(ops == Ops::Burn, std::sync::atomic::Ordering::Relaxed);
+    // Without subgroups as browsers run the kernels: nor 64-bit words, which WebGPU lacks.
     device::cap_subgroups(if ops == Ops::NoSubgroups { 0 } else { usize::MAX });
+    device::without_int64(ops == Ops::NoSubgroups);
     mgm::ops::kernels::matmul::split_gemv(ops == Ops::SplitGemv);
     let (device, desc) = device::init(backend)?;
     let label = match (ops, backend) {

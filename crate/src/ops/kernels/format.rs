@@ -85,13 +85,22 @@ pub fn block_scale(s: &[u32], #[comptime] fmt: Format, row: usize, b: usize, blo
 }
 
 /// Values 8c .. 8c + 8 (c in 0..4) of the block whose words start at `w[base]`, unscaled: each
-/// stored word is read once.
+/// stored word is read once. `w` holds u32 words, or with `wide` u64 (q8 only: one load).
 #[cube]
-pub fn decode8(w: &[u32], #[comptime] fmt: Format, base: usize, c: usize) -> (Vector<f32, Const<4>>, Vector<f32, Const<4>>) {
+pub fn decode8<W: Int>(w: &[W], #[comptime] fmt: Format, base: usize, c: usize, #[comptime] wide: bool) -> (Vector<f32, Const<4>>, Vector<f32, Const<4>>) {
     let (mut lo, mut hi) = (Vector::<f32, Const<4>>::empty(), Vector::<f32, Const<4>>::empty());
-    match comptime![fmt] {
-        Format::Q4 => {
-            let word = w[base + c];
+    match comptime![(fmt, wide)] {
+        (Format::Q8, true) => {
+            let pair = u64::cast_from(w[base / 2 + c]);
+            let (a, b) = (u32::cast_from(pair), u32::cast_from(pair >> 32u64));
+            #[unroll]
+            for t in 0..4usize {
+                lo.insert(t, unpack(a, fmt, t));
+                hi.insert(t, unpack(b, fmt, t));
+            }
+        }
+        (Format::Q4, _) => {
+            let word = u32::cast_from(w[base + c]);
             #[unroll]
             for t in 0..4usize {
                 lo.insert(t, unpack(word, fmt, t));
@@ -108,26 +117,26 @@ pub fn decode8(w: &[u32], #[comptime] fmt: Format, base: usize, c: usize) -> (Ve
 
 /// Values 4c .. 4c + 4 (c in 0..8) of the block whose words start at `w[base]`, unscaled.
 #[cube]
-pub fn decode4(w: &[u32], #[comptime] fmt: Format, base: usize, c: usize) -> Vector<f32, Const<4>> {
+pub fn decode4<W: Int>(w: &[W], #[comptime] fmt: Format, base: usize, c: usize) -> Vector<f32, Const<4>> {
     let mut q = Vector::<f32, Const<4>>::empty();
     match comptime![fmt] {
         Format::Q4 => {
             // One word holds two groups: the low half the even one.
-            let word = w[base + c / 2] >> (u32::cast_from(c % 2) * 16u32);
+            let word = u32::cast_from(w[base + c / 2]) >> (u32::cast_from(c % 2) * 16u32);
             #[unroll]
             for t in 0..4usize {
                 q.insert(t, f32::cast_from((word >> comptime![(4 * t) as u32]) & 0xfu32) - 8.0f32);
             }
         }
         Format::Q8 => {
-            let word = w[base + c];
+            let word = u32::cast_from(w[base + c]);
             #[unroll]
             for t in 0..4usize {
                 q.insert(t, unpack(word, fmt, t));
             }
         }
         Format::F16 => {
-            let (lo, hi) = (w[base + 2 * c], w[base + 2 * c + 1]);
+            let (lo, hi) = (u32::cast_from(w[base + 2 * c]), u32::cast_from(w[base + 2 * c + 1]));
             q.insert(0usize, f16_to_f32(lo & 0xffffu32));
             q.insert(1usize, f16_to_f32(lo >> 16u32));
             q.insert(2usize, f16_to_f32(hi & 0xffffu32));
@@ -136,7 +145,7 @@ pub fn decode4(w: &[u32], #[comptime] fmt: Format, base: usize, c: usize) -> Vec
         Format::F32 => {
             #[unroll]
             for t in 0..4usize {
-                q.insert(t, f32::reinterpret(w[base + 4 * c + t]));
+                q.insert(t, f32::reinterpret(u32::cast_from(w[base + 4 * c + t])));
             }
         }
     }

@@ -60,14 +60,17 @@ pub struct Variant {
     pub plane: usize,
     /// One row of x with k split over the workgroup's lanes ([`split_k`]) instead of tiles.
     pub split: bool,
+    /// q8 weights read as u64 words, eight values a load, where the device has 64-bit integers
+    /// (lavapipe: each load is a loop over the lanes, so fewer loads are faster; not in WebGPU).
+    pub wide: bool,
 }
 
 /// The product in one of its two forms: tiles per lane, or (one row of x) k split over lanes.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn matmul<N: Size>(
+pub fn matmul<N: Size, W: Int>(
     x: &[Vector<f32, N>],
-    w: &[u32],
+    w: &[W],
     s: &[u32],
     bias: &[f32],
     residual: &[f32],
@@ -91,9 +94,9 @@ pub fn matmul<N: Size>(
 /// decoded and scaled once for tm rows of x; a value of x serves tn weight rows.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn tiles<N: Size>(
+fn tiles<N: Size, W: Int>(
     x: &[Vector<f32, N>],
-    w: &[u32],
+    w: &[W],
     s: &[u32],
     bias: &[f32],
     residual: &[f32],
@@ -148,7 +151,7 @@ fn tiles<N: Size>(
         for c in 0..4usize {
             #[unroll]
             for r in 0..comptime![parts * tn] {
-                let (lo, hi) = format::decode8(w, v.fmt, (rows[r] * blocks + b) * wpb, c);
+                let (lo, hi) = format::decode8(w, v.fmt, (rows[r] * blocks + b) * wpb, c, v.wide);
                 #[unroll]
                 for t in 0..4usize {
                     wv[comptime![r * 8 + t]] = lo.extract(t) * d[r];
@@ -241,9 +244,9 @@ const SPLIT_LANES: usize = 64;
 /// [`tiles`] gives each lane whole rows instead, which CPU adapters run fastest.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn split_k<N: Size>(
+fn split_k<N: Size, W: Int>(
     x: &[Vector<f32, N>],
-    w: &[u32],
+    w: &[W],
     s: &[u32],
     bias: &[f32],
     residual: &[f32],
@@ -281,7 +284,7 @@ fn split_k<N: Size>(
             let mut sum = 0.0f32;
             #[unroll]
             for c in 0..4usize {
-                let (lo, hi) = format::decode8(w, v.fmt, base, c);
+                let (lo, hi) = format::decode8(w, v.fmt, base, c, v.wide);
                 let (xa, xb) = (x[b * 8 + 2 * c], x[b * 8 + 2 * c + 1]);
                 #[unroll]
                 for t in 0..4usize {
@@ -343,7 +346,8 @@ impl Variant {
         let plane = plane();
         let (tm, tn) = tile(m, plane);
         let split = m == 1 && SPLIT_GEMV.get();
-        Variant { fmt, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane, split }
+        let wide = fmt == Format::Q8 && crate::device::int64();
+        Variant { fmt, tm, tn, bias: false, gamma: false, residual: false, act: Epilogue::None, glu: false, plane, split, wide }
     }
 }
 
@@ -369,8 +373,10 @@ fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<Cu
         let lanes = lanes(n, variant.tn);
         (CubeCount::Static(n.div_ceil(lanes * variant.tn) as u32, m.div_ceil(variant.tm) as u32, 1), lanes)
     };
+    // The weight words as u32, or as u64 where one load fetches two of them.
+    let launch = if variant.wide { matmul::launch_unchecked::<u64> } else { matmul::launch_unchecked::<u32> };
     unsafe {
-        matmul::launch_unchecked(
+        launch(
             &client,
             count,
             CubeDim::new_1d(lanes as u32),
