@@ -4,7 +4,8 @@
 //! share one kernel. Lanes of a workgroup take consecutive weight rows and read the same x, or,
 //! where the device has subgroups of a fixed size, share it through subgroup broadcasts.
 //! A second form for one row of x (decode, [`split_gemv`]) splits k over the lanes instead, as
-//! GPUs want; CPU adapters run the first faster.
+//! GPUs want; CPU adapters run the first faster. Weights are read as u32 words, or q8 ones as
+//! u64 where the device has 64-bit integers (`Variant::wide`).
 
 use burn::backend::wgpu::CubeTensor;
 use burn::tensor::Tensor;
@@ -66,6 +67,7 @@ pub struct Variant {
 }
 
 /// The product in one of its two forms: tiles per lane, or (one row of x) k split over lanes.
+/// `W` is the weight word: u32, or u64 with `v.wide`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<N: Size, W: Int>(
