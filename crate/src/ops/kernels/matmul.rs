@@ -278,22 +278,29 @@ fn split_k<N: Size, W: Int>(
             wrow[comptime![p * rows + j]] = (n0 + j).min(n - 1) + p * n;
         }
     }
+    // Each block's sum per row, before its scale; x is read once per block for all rows.
+    let mut sum = Array::<f32>::new(comptime![parts * rows]);
     let mut b = lane;
     while b < blocks {
         #[unroll]
         for r in 0..comptime![parts * rows] {
-            let base = (wrow[r] * blocks + b) * wpb;
-            let mut sum = 0.0f32;
+            sum[r] = 0.0f32;
+        }
+        #[unroll]
+        for c in 0..4usize {
+            let (xa, xb) = (x[b * 8 + 2 * c], x[b * 8 + 2 * c + 1]);
             #[unroll]
-            for c in 0..4usize {
-                let (lo, hi) = format::decode8(w, v.fmt, base, c, v.wide);
-                let (xa, xb) = (x[b * 8 + 2 * c], x[b * 8 + 2 * c + 1]);
+            for r in 0..comptime![parts * rows] {
+                let (lo, hi) = format::decode8(w, v.fmt, (wrow[r] * blocks + b) * wpb, c, v.wide);
                 #[unroll]
                 for t in 0..4usize {
-                    sum += lo.extract(t) * xa.extract(t) + hi.extract(t) * xb.extract(t);
+                    sum[r] += lo.extract(t) * xa.extract(t) + hi.extract(t) * xb.extract(t);
                 }
             }
-            acc[r] += sum * format::block_scale(s, v.fmt, wrow[r], b, blocks);
+        }
+        #[unroll]
+        for r in 0..comptime![parts * rows] {
+            acc[r] += sum[r] * format::block_scale(s, v.fmt, wrow[r], b, blocks);
         }
         b += comptime![SPLIT_LANES];
     }
@@ -358,7 +365,8 @@ fn lanes(n: usize, tn: usize) -> usize {
     (n.div_ceil(tn).div_ceil(8) * 8).clamp(8, 64)
 }
 
-/// Launches `matmul` (tiles, or k split over lanes) writing into columns `out_offset..` of `out` (row stride `out_stride`).
+/// Launches `matmul` (tiles, or k split over lanes) writing into columns `out_offset..` of `out`
+/// (row stride `out_stride`).
 #[allow(clippy::too_many_arguments)]
 fn run(x: &CubeTensor, p: &Packed, bias: Option<CubeTensor>, residual: Option<CubeTensor>, out: &CubeTensor, out_stride: usize, out_offset: usize, variant: Variant) {
     let m = x.meta.shape()[0];
